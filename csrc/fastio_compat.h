@@ -1,0 +1,322 @@
+/* fastio_compat.h: the one place that hides platform differences.
+ *
+ * Every capability is a 0/1 macro (FIO_HAVE_*) so the same Cython compiles everywhere and
+ * branches at run time; a missing call is a stub that fails with ENOSYS, which the callers
+ * treat as "fall back to the portable loop".  Every system call fastio makes from C goes
+ * through one of the fio_* wrappers below, so fault injection (FASTIO_FAULTS) has one hook.
+ */
+#ifndef FASTIO_COMPAT_H
+#define FASTIO_COMPAT_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef _WIN32
+#  define FIO_WINDOWS 1
+#  include <io.h>
+   typedef long long fio_ssize_t;
+   typedef long long fio_off_t;
+   struct iovec { void *iov_base; size_t iov_len; };
+#else
+#  define FIO_WINDOWS 0
+#  include <fcntl.h>
+#  include <limits.h>
+#  include <poll.h>
+#  include <sys/mman.h>
+#  include <sys/socket.h>
+#  include <sys/stat.h>
+#  include <sys/types.h>
+#  include <sys/uio.h>
+#  include <unistd.h>
+   typedef ssize_t fio_ssize_t;
+   typedef off_t fio_off_t;
+#endif
+
+#if defined(__linux__)
+#  include <sys/sendfile.h>
+#  include <sys/syscall.h>
+#  define FIO_HAVE_SENDFILE 1
+#  define FIO_HAVE_SPLICE 1
+#  ifdef SYS_copy_file_range
+#    define FIO_HAVE_COPY_FILE_RANGE 1
+#  else
+#    define FIO_HAVE_COPY_FILE_RANGE 0
+#  endif
+#  ifdef SYS_memfd_create
+#    define FIO_HAVE_MEMFD 1
+#  else
+#    define FIO_HAVE_MEMFD 0
+#  endif
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__DragonFly__)
+#  include <sys/uio.h>
+#  define FIO_HAVE_SENDFILE 1
+#  define FIO_HAVE_SPLICE 0
+#  define FIO_HAVE_COPY_FILE_RANGE 0
+#  define FIO_HAVE_MEMFD 0
+#else
+#  define FIO_HAVE_SENDFILE 0
+#  define FIO_HAVE_SPLICE 0
+#  define FIO_HAVE_COPY_FILE_RANGE 0
+#  define FIO_HAVE_MEMFD 0
+#endif
+
+#if FIO_WINDOWS
+#  define FIO_HAVE_WRITEV 0
+#  define FIO_HAVE_POLL 0
+#  define FIO_HAVE_MMAP 0
+#else
+#  define FIO_HAVE_WRITEV 1
+#  define FIO_HAVE_POLL 1
+#  define FIO_HAVE_MMAP 1
+#endif
+
+/* IOV_MAX: the compile-time value is a floor; fio_iov_max() asks sysconf at run time. */
+#ifndef IOV_MAX
+#  ifdef UIO_MAXIOV
+#    define IOV_MAX UIO_MAXIOV
+#  else
+#    define IOV_MAX 1024
+#  endif
+#endif
+#define FIO_IOV_MAX_STATIC IOV_MAX
+
+#ifndef SPLICE_F_MOVE
+#  define SPLICE_F_MOVE 1
+#  define SPLICE_F_NONBLOCK 2
+#  define SPLICE_F_MORE 4
+#endif
+#ifndef F_SETPIPE_SZ
+#  define F_SETPIPE_SZ 1031
+#  define F_GETPIPE_SZ 1032
+#endif
+#ifndef MSG_NOSIGNAL
+#  define MSG_NOSIGNAL 0
+#endif
+#ifndef MSG_DONTWAIT
+#  define MSG_DONTWAIT 0
+#endif
+#ifndef POLLIN
+#  define POLLIN 1
+#  define POLLOUT 4
+#  define POLLERR 8
+#  define POLLHUP 16
+#  define POLLNVAL 32
+   struct pollfd { int fd; short events; short revents; };
+#endif
+
+/* Atomics for single-producer/single-consumer indices and lock-free counters. */
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L && !defined(__STDC_NO_ATOMICS__)
+#  include <stdatomic.h>
+#  define FIO_HAVE_ATOMICS 1
+   typedef _Atomic size_t fio_atomic_size_t;
+#  define fio_load_acquire(p) atomic_load_explicit((p), memory_order_acquire)
+#  define fio_store_release(p, v) atomic_store_explicit((p), (v), memory_order_release)
+#  define fio_load_relaxed(p) atomic_load_explicit((p), memory_order_relaxed)
+#  define fio_add_relaxed(p, v) atomic_fetch_add_explicit((p), (v), memory_order_relaxed)
+#elif defined(__GNUC__)
+#  define FIO_HAVE_ATOMICS 1
+   typedef size_t fio_atomic_size_t;
+#  define fio_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#  define fio_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#  define fio_load_relaxed(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#  define fio_add_relaxed(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+#else
+#  define FIO_HAVE_ATOMICS 0
+   typedef volatile size_t fio_atomic_size_t;
+#  define fio_load_acquire(p) (*(p))
+#  define fio_store_release(p, v) (*(p) = (v))
+#  define fio_load_relaxed(p) (*(p))
+#  define fio_add_relaxed(p, v) (*(p) += (v))
+#endif
+
+/* Fault injection: compiled in only with FASTIO_FAULTS=1 (see fastio_faults.h). */
+#ifdef FASTIO_FAULTS
+#  include "fastio_faults.h"
+#else
+#  define FIO_FAULT(call, result_on_fault) do { } while (0)
+#endif
+
+/* ---- system call wrappers: return -1 with errno set, as the calls do ---- */
+
+static inline fio_ssize_t fio_sendfile(int out_fd, int in_fd, fio_off_t *offset, size_t count)
+{
+    FIO_FAULT("sendfile", count);
+#if defined(__linux__)
+    return sendfile(out_fd, in_fd, offset, count);
+#elif defined(__APPLE__)
+    off_t len = (off_t)count;
+    int rc = sendfile(in_fd, out_fd, *offset, &len, NULL, 0);
+    if (len > 0) { *offset += len; return (fio_ssize_t)len; }  /* progress wins over EAGAIN */
+    return rc == 0 ? 0 : -1;
+#elif defined(__FreeBSD__) || defined(__DragonFly__)
+    off_t sent = 0;
+    int rc = sendfile(in_fd, out_fd, *offset, count, NULL, &sent, 0);
+    if (sent > 0) { *offset += sent; return (fio_ssize_t)sent; }
+    return rc == 0 ? 0 : -1;
+#else
+    (void)out_fd; (void)in_fd; (void)offset; (void)count;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static inline fio_ssize_t fio_splice(int fd_in, int fd_out, size_t len, unsigned int flags)
+{
+    FIO_FAULT("splice", len);
+#if FIO_HAVE_SPLICE
+    return splice(fd_in, NULL, fd_out, NULL, len, flags);
+#else
+    (void)fd_in; (void)fd_out; (void)len; (void)flags;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static inline fio_ssize_t fio_copy_file_range(int fd_in, fio_off_t *off_in, int fd_out,
+                                              fio_off_t *off_out, size_t len)
+{
+    FIO_FAULT("copy_file_range", len);
+#if FIO_HAVE_COPY_FILE_RANGE
+    return syscall(SYS_copy_file_range, fd_in, off_in, fd_out, off_out, len, 0u);
+#else
+    (void)fd_in; (void)off_in; (void)fd_out; (void)off_out; (void)len;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static inline fio_ssize_t fio_read(int fd, void *buf, size_t len)
+{
+    FIO_FAULT("read", len);
+#if FIO_WINDOWS
+    return _read(fd, buf, (unsigned int)len);
+#else
+    return read(fd, buf, len);
+#endif
+}
+
+static inline fio_ssize_t fio_write(int fd, const void *buf, size_t len)
+{
+    FIO_FAULT("write", len);
+#if FIO_WINDOWS
+    return _write(fd, buf, (unsigned int)len);
+#else
+    return write(fd, buf, len);
+#endif
+}
+
+static inline fio_ssize_t fio_pread(int fd, void *buf, size_t len, fio_off_t offset)
+{
+    FIO_FAULT("pread", len);
+#if FIO_WINDOWS
+    (void)fd; (void)buf; (void)len; (void)offset;
+    errno = ENOSYS;
+    return -1;
+#else
+    return pread(fd, buf, len, offset);
+#endif
+}
+
+static inline fio_ssize_t fio_readv(int fd, const struct iovec *iov, int n)
+{
+    FIO_FAULT("readv", (size_t)(n > 0 ? iov[0].iov_len : 0));
+#if FIO_HAVE_WRITEV
+    return readv(fd, iov, n);
+#else
+    if (n <= 0) return 0;
+    return fio_read(fd, iov[0].iov_base, iov[0].iov_len);
+#endif
+}
+
+static inline fio_ssize_t fio_writev(int fd, const struct iovec *iov, int n)
+{
+    FIO_FAULT("writev", (size_t)(n > 0 ? iov[0].iov_len : 0));
+#if FIO_HAVE_WRITEV
+    return writev(fd, iov, n);
+#else
+    if (n <= 0) return 0;
+    return fio_write(fd, iov[0].iov_base, iov[0].iov_len);
+#endif
+}
+
+#if !FIO_WINDOWS
+static inline fio_ssize_t fio_recv(int fd, void *buf, size_t len, int flags)
+{
+    FIO_FAULT("recv", len);
+    return recv(fd, buf, len, flags);
+}
+
+static inline fio_ssize_t fio_send(int fd, const void *buf, size_t len, int flags)
+{
+    FIO_FAULT("send", len);
+    return send(fd, buf, len, flags | MSG_NOSIGNAL);
+}
+
+static inline int fio_poll(struct pollfd *fds, unsigned long n, int timeout_ms)
+{
+    FIO_FAULT("poll", 0);
+    return poll(fds, (nfds_t)n, timeout_ms);
+}
+#endif
+
+/* Internal pipe for splice: non-blocking, close-on-exec. */
+static inline int fio_pipe(int fds[2])
+{
+#if defined(__linux__)
+    return pipe2(fds, O_CLOEXEC | O_NONBLOCK);
+#else
+    (void)fds;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static inline int fio_memfd_create(const char *name)
+{
+#if FIO_HAVE_MEMFD
+    return (int)syscall(SYS_memfd_create, name, 1u /* MFD_CLOEXEC */);
+#else
+    (void)name;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/* ---- run-time facts ---- */
+
+static inline long fio_iov_max(void)
+{
+#if !FIO_WINDOWS && defined(_SC_IOV_MAX)
+    long v = sysconf(_SC_IOV_MAX);
+    if (v > 0) return v;
+#endif
+    return FIO_IOV_MAX_STATIC;
+}
+
+static inline long fio_page_size(void)
+{
+#if !FIO_WINDOWS
+    long v = sysconf(_SC_PAGESIZE);
+    if (v > 0) return v;
+#endif
+    return 4096;
+}
+
+/* Monotonic clock in seconds, for deadlines computed in C loops. */
+#if !FIO_WINDOWS
+#include <time.h>
+static inline double fio_monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+#endif
+
+#endif /* FASTIO_COMPAT_H */

@@ -1,0 +1,81 @@
+# Declarations of csrc/fastio_compat.h for the native twins, and the few inline helpers every
+# native loop shares (signal checks with progress). Platform #ifdefs stay in the header.
+
+from libc.stddef cimport size_t
+
+cdef extern from "fastio_compat.h" nogil:
+    ctypedef long fio_ssize_t
+    ctypedef long long fio_off_t
+
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+
+    struct pollfd:
+        int fd
+        short events
+        short revents
+
+    const int FIO_HAVE_SENDFILE
+    const int FIO_HAVE_SPLICE
+    const int FIO_HAVE_COPY_FILE_RANGE
+    const int FIO_HAVE_WRITEV
+    const int FIO_HAVE_POLL
+    const int FIO_HAVE_MMAP
+    const int FIO_HAVE_MEMFD
+    const int FIO_HAVE_ATOMICS
+    const int FIO_IOV_MAX_STATIC
+
+    const unsigned int SPLICE_F_MOVE
+    const unsigned int SPLICE_F_NONBLOCK
+    const unsigned int SPLICE_F_MORE
+    const int F_SETPIPE_SZ
+    const int F_GETPIPE_SZ
+    const int MSG_NOSIGNAL
+    const int MSG_DONTWAIT
+    const short POLLIN
+    const short POLLOUT
+    const short POLLERR
+    const short POLLHUP
+    const short POLLNVAL
+
+    ctypedef size_t fio_atomic_size_t
+    size_t fio_load_acquire(fio_atomic_size_t *p)
+    void fio_store_release(fio_atomic_size_t *p, size_t v)
+    size_t fio_load_relaxed(fio_atomic_size_t *p)
+
+    fio_ssize_t fio_sendfile(int out_fd, int in_fd, fio_off_t *offset, size_t count)
+    fio_ssize_t fio_splice(int fd_in, int fd_out, size_t len, unsigned int flags)
+    fio_ssize_t fio_copy_file_range(int fd_in, fio_off_t *off_in, int fd_out,
+                                    fio_off_t *off_out, size_t len)
+    fio_ssize_t fio_read(int fd, void *buf, size_t len)
+    fio_ssize_t fio_write(int fd, const void *buf, size_t len)
+    fio_ssize_t fio_pread(int fd, void *buf, size_t len, fio_off_t offset)
+    fio_ssize_t fio_readv(int fd, const iovec *iov, int n)
+    fio_ssize_t fio_writev(int fd, const iovec *iov, int n)
+    fio_ssize_t fio_recv(int fd, void *buf, size_t len, int flags)
+    fio_ssize_t fio_send(int fd, const void *buf, size_t len, int flags)
+    int fio_poll(pollfd *fds, unsigned long n, int timeout_ms)
+    int fio_pipe(int fds[2])
+    int fio_memfd_create(const char *name)
+    long fio_iov_max()
+    long fio_page_size()
+    double fio_monotonic()
+
+cdef extern from "fastio_mirror.h" nogil:
+    void *fio_mirror_map(size_t size)
+    int fio_mirror_unmap(void *base, size_t size)
+    int fio_mirror_supported()
+
+from cpython.exc cimport PyErr_CheckSignals
+from fastio._policy cimport with_progress
+
+
+cdef inline int run_signal_handlers(long long transferred) except -1:
+    """After EINTR (with the GIL held): run Python's handlers; one that raises ends the call
+    with the bytes already moved attached (PEP 475)."""
+    try:
+        PyErr_CheckSignals()
+    except BaseException as exc:
+        raise with_progress(exc, transferred)
+    return 0

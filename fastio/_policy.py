@@ -1,0 +1,169 @@
+"""Policy shared by both twins: argument checks, timeouts, progress on errors, fallback rules.
+
+Written once. The native build compiles this module with Cython (``_policy.pxd`` gives the
+C signatures, so the native twins call these functions at C speed); the pure-Python install
+imports it as it is. Nothing here makes a system call except ``wait_fd``.
+"""
+
+import errno
+import os
+import select
+import time
+
+#: Size of the reusable buffer of every portable fallback loop (never 8 KiB).
+BUFFER_SIZE = 256 * 1024
+
+#: A fast call failing with one of these before moving a byte falls back to the portable loop.
+FALLBACK_ERRNOS = frozenset(
+    e
+    for e in (
+        errno.ENOSYS,
+        errno.EINVAL,
+        getattr(errno, "EOPNOTSUPP", None),
+        getattr(errno, "ENOTSUP", None),
+        errno.ENOTSOCK,
+        errno.EXDEV,
+    )
+    if e is not None
+)
+
+#: Only these answers may be remembered for the rest of the process ("not supported here").
+CACHEABLE_ERRNOS = frozenset((errno.ENOSYS, errno.EPERM))
+
+#: ``timeout`` values after ``resolve_timeout``: wait forever, or never wait.
+BLOCKING = -1.0
+NONBLOCKING = 0.0
+
+
+def fileno_of(obj):
+    """Return the file descriptor of an fd, socket or file object; ``TypeError`` otherwise.
+
+    A closed socket (``fileno() == -1``) is an ``OSError(EBADF)``, as the kernel would say.
+    """
+    if isinstance(obj, bool):
+        raise TypeError("expected a file descriptor, socket or file object, not bool")
+    if isinstance(obj, int):
+        fd = obj
+    else:
+        getter = getattr(obj, "fileno", None)
+        if getter is None:
+            raise TypeError(
+                "expected a file descriptor, socket or file object, "
+                f"not {type(obj).__name__}"
+            )
+        fd = getter()
+        if not isinstance(fd, int) or isinstance(fd, bool):
+            raise TypeError(f"fileno() returned {type(fd).__name__}, not int")
+        if fd == -1:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+    if fd < 0:
+        raise ValueError(f"file descriptor cannot be a negative integer ({fd})")
+    if fd > 0x7FFFFFFF:
+        raise ValueError(f"file descriptor is too large ({fd})")
+    return fd
+
+
+def check_count(count, name="count"):
+    """Validate an optional byte count: ``None`` means "no limit" and comes back as -1."""
+    if count is None:
+        return -1
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError(f"{name} must be an int or None, not {type(count).__name__}")
+    if count < 0:
+        raise ValueError(f"{name} must be >= 0 or None, got {count}")
+    return count
+
+
+def check_timeout(timeout, name="timeout"):
+    """Validate a timeout argument: ``None`` (-1.0 here) or a non-negative number of seconds."""
+    if timeout is None:
+        return BLOCKING
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{name} must be a number or None, not {type(timeout).__name__}")
+    if not timeout >= 0.0:  # also rejects NaN
+        raise ValueError(f"{name} must be >= 0 or None, got {timeout!r}")
+    return float(timeout)
+
+
+def resolve_timeout(obj, fd, timeout):
+    """The time budget of one call on ``obj``: -1.0 blocks, 0.0 never waits, else seconds.
+
+    An explicit ``timeout`` wins; otherwise a socket's own timeout (``settimeout``) applies,
+    and a raw fd or file follows its O_NONBLOCK flag.
+    """
+    if timeout is not None:
+        return check_timeout(timeout)
+    gettimeout = getattr(obj, "gettimeout", None)
+    if gettimeout is not None:
+        value = gettimeout()
+        return BLOCKING if value is None else float(value)
+    if os.get_blocking(fd):
+        return BLOCKING
+    return NONBLOCKING
+
+
+def deadline_after(budget):
+    """Absolute monotonic deadline for a budget from ``resolve_timeout`` (-1.0: none)."""
+    if budget < 0.0:
+        return BLOCKING
+    return time.monotonic() + budget
+
+
+def remaining(deadline):
+    """Seconds left before ``deadline`` (-1.0 when there is none; 0.0 when it has passed)."""
+    if deadline < 0.0:
+        return BLOCKING
+    left = deadline - time.monotonic()
+    return left if left > 0.0 else 0.0
+
+
+def with_progress(exc, transferred):
+    """Attach the bytes already moved to ``exc`` (and ``characters_written`` when it would block)."""
+    exc.transferred = transferred
+    if isinstance(exc, BlockingIOError):
+        exc.characters_written = transferred
+    return exc
+
+
+def error_from_errno(code, transferred=0, filename=None):
+    """The standard ``OSError`` subclass for ``code`` (``BrokenPipeError``...), with progress."""
+    if filename is None:
+        exc = OSError(code, os.strerror(code))
+    else:
+        exc = OSError(code, os.strerror(code), filename)
+    return with_progress(exc, transferred)
+
+
+def timeout_error(transferred=0):
+    """The error raised when a call's deadline passes, carrying the bytes already moved."""
+    return with_progress(TimeoutError(errno.ETIMEDOUT, "timed out"), transferred)
+
+
+def would_block(transferred=0):
+    """``BlockingIOError`` for a non-blocking call that moved ``transferred`` bytes so far."""
+    return with_progress(
+        BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN)), transferred
+    )
+
+
+def wait_fd(fd, for_write, deadline, transferred=0):
+    """Wait until ``fd`` is ready or ``deadline`` passes (``TimeoutError`` with progress).
+
+    ``deadline`` is from ``deadline_after``; -1.0 waits forever. EINTR is retried after the
+    signal handlers ran (PEP 475); a handler that raises ends the wait, progress attached.
+    """
+    poller = select.poll()
+    events = select.POLLOUT if for_write else select.POLLIN
+    poller.register(fd, events)
+    while True:
+        left = remaining(deadline)
+        if left == 0.0 and deadline >= 0.0:
+            raise timeout_error(transferred)
+        try:
+            ready = poller.poll(None if left < 0.0 else max(1, int(left * 1000.0 + 0.999)))
+        except BaseException as exc:
+            raise with_progress(exc, transferred) from None
+        if ready:
+            if ready[0][1] & select.POLLNVAL:
+                raise error_from_errno(errno.EBADF, transferred)
+            return

@@ -1,0 +1,96 @@
+"""Runs every behavioural test against both twins: ids ``[c]`` and ``[python]``.
+
+A test asks for the ``fio`` fixture and gets a namespace of one twin's public names
+(``fio.sendfile``, ``fio.BatchWriter``, ...). Where the native twin did not build, only
+``[python]`` runs, unless ``FASTIO_REQUIRE_C=1``, which makes that a failure.
+"""
+
+import os
+import socket
+import threading
+
+import pytest
+
+from fastio import _impl
+
+REQUIRE_C = os.environ.get("FASTIO_REQUIRE_C", "") not in ("", "0")
+NATIVE = _impl.native_available()
+
+
+def _twins():
+    if NATIVE or REQUIRE_C:
+        return ["c", "python"]
+    return ["python"]
+
+
+def pytest_report_header(config):
+    return (
+        f"fastio: live implementation {_impl.IMPLEMENTATION}, native twin "
+        f"{'available' if NATIVE else 'NOT available: ' + str(_impl.NATIVE_UNAVAILABLE)}"
+    )
+
+
+def pytest_sessionstart(session):
+    if REQUIRE_C and not NATIVE:
+        raise pytest.UsageError(
+            "FASTIO_REQUIRE_C=1 but the native twin did not load: "
+            f"{_impl.NATIVE_UNAVAILABLE}"
+        )
+
+
+@pytest.fixture(params=_twins())
+def fio(request):
+    """The public names of one twin (native ``c`` or pure ``python``)."""
+    return _impl.twin(request.param)
+
+
+@pytest.fixture
+def socketpair():
+    """A connected pair of Unix stream sockets, closed after the test."""
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.fixture
+def tcp_pair():
+    """A connected pair of loopback TCP sockets, closed after the test."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        peer, _ = server.accept()
+    yield client, peer
+    client.close()
+    peer.close()
+
+
+def drain_in_thread(sock, chunk=1 << 20):
+    """Read ``sock`` to EOF in a thread; ``join()`` returns the bytes received."""
+    received = bytearray()
+    done = threading.Event()
+
+    def run():
+        try:
+            while True:
+                data = sock.recv(chunk)
+                if not data:
+                    break
+                received.extend(data)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    class Drain:
+        def join(self, timeout=60):
+            thread.join(timeout)
+            assert done.is_set(), "reader thread did not finish"
+            return bytes(received)
+
+    return Drain()
+
+
+def open_fds():
+    """Number of open file descriptors of this process (Linux)."""
+    return len(os.listdir("/proc/self/fd"))
