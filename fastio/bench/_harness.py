@@ -17,7 +17,18 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["Result", "Variant", "compare", "compile_c", "format_results", "cpu_time"]
+__all__ = [
+    "SCENARIOS",
+    "Result",
+    "ScenarioResult",
+    "Variant",
+    "compare",
+    "compile_c",
+    "cpu_time",
+    "format_results",
+    "scenario",
+    "twin_variants",
+]
 
 
 @dataclass
@@ -162,3 +173,61 @@ def compile_c(source, name, *, cflags=("-O2",)):
     except (OSError, subprocess.CalledProcessError):
         return None
     return ctypes.CDLL(so_path)
+
+
+@dataclass
+class ScenarioResult:
+    """What one scenario measured: its table, and notes (targets met, counters seen)."""
+
+    name: str
+    title: str
+    results: dict
+    per_op: int = 0
+    notes: list = field(default_factory=list)
+
+    def format(self):
+        text = format_results(self.title, self.results, self.per_op or None)
+        return "\n".join([text, *("  " + note for note in self.notes)])
+
+    def as_dict(self):
+        baseline = best_baseline(self.results)
+        return {
+            "name": self.name,
+            "title": self.title,
+            "per_op": self.per_op,
+            "notes": list(self.notes),
+            "baseline": baseline.label if baseline else None,
+            "variants": [r.as_dict(baseline) for r in self.results.values()],
+        }
+
+
+#: name -> (primitive, function(full: bool) -> ScenarioResult); filled by ``@scenario``.
+SCENARIOS = {}
+
+
+def scenario(name, primitive):
+    """Register a benchmark scenario: ``fn(full=False) -> ScenarioResult``.
+
+    ``full=False`` is the quick form (a few seconds); ``full=True`` the issue's full sizes.
+    """
+
+    def register(function):
+        SCENARIOS[name] = (primitive, function)
+        return function
+
+    return register
+
+
+def twin_variants(make_run):
+    """Variants for both fastio twins: ``make_run(twin_namespace)`` returns a round function.
+
+    The native twin is left out (with no error) where it did not build.
+    """
+    from fastio import _impl
+
+    variants = []
+    implementations = ("c", "python") if _impl.native_available() else ("python",)
+    for implementation in implementations:
+        run = make_run(_impl.twin(implementation))
+        variants.append(Variant(f"fastio ({implementation})", run, kind="fastio"))
+    return variants
