@@ -47,7 +47,7 @@ def extensions():
         macros.append(("FASTIO_FAULTS", "1"))
     if flag("FASTIO_SANITIZE"):
         sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
-        compile_args += sanitize + ["-g"]
+        compile_args += [*sanitize, "-g"]
         link_args += sanitize
     modules = [
         Extension(
@@ -59,7 +59,7 @@ def extensions():
             extra_link_args=link_args,
             depends=glob.glob("csrc/*.h") + glob.glob("fastio/*.pxd"),
         )
-        for path in sorted(glob.glob("fastio/_*_c.pyx")) + ["fastio/_policy.py"]
+        for path in [*sorted(glob.glob("fastio/_*_c.pyx")), "fastio/_policy.py"]
     ]
     return cythonize(
         modules,

@@ -12,9 +12,7 @@ import types
 ALLOWED = ("c", "python")
 
 #: One trio per primitive: ``fastio._<name>_c`` (Cython), ``fastio._<name>_py`` (Python).
-PRIMITIVES = (
-    "sys",
-)
+PRIMITIVES = ("sys",)
 
 
 def _choose():

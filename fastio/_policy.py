@@ -48,8 +48,7 @@ def fileno_of(obj):
         getter = getattr(obj, "fileno", None)
         if getter is None:
             raise TypeError(
-                "expected a file descriptor, socket or file object, "
-                f"not {type(obj).__name__}"
+                f"expected a file descriptor, socket or file object, not {type(obj).__name__}"
             )
         fd = getter()
         if not isinstance(fd, int) or isinstance(fd, bool):
@@ -118,7 +117,7 @@ def remaining(deadline):
 
 
 def with_progress(exc, transferred):
-    """Attach the bytes already moved to ``exc`` (and ``characters_written`` when it would block)."""
+    """Attach the bytes moved to ``exc`` (and ``characters_written`` when it would block)."""
     exc.transferred = transferred
     if isinstance(exc, BlockingIOError):
         exc.characters_written = transferred
@@ -141,9 +140,7 @@ def timeout_error(transferred=0):
 
 def would_block(transferred=0):
     """``BlockingIOError`` for a non-blocking call that moved ``transferred`` bytes so far."""
-    return with_progress(
-        BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN)), transferred
-    )
+    return with_progress(BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN)), transferred)
 
 
 def wait_fd(fd, for_write, deadline, transferred=0):

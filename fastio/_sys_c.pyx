@@ -1,6 +1,6 @@
 """Native probe of the platform's fast paths: what this process can really call."""
 
-from libc.errno cimport EBADF, ENOSYS, errno
+from libc.errno cimport ENOSYS, errno
 
 from fastio._compat cimport (
     FIO_HAVE_ATOMICS,
@@ -25,16 +25,16 @@ __all__ = ["probe"]
 cdef bint _syscall_exists(int have, int which):
     """Call with invalid fds: EBADF proves the kernel knows the call, ENOSYS that it does not."""
     cdef fio_off_t offset = 0
+    cdef long rc
     if not have:
         return False
-    errno = 0
     if which == 0:
-        fio_sendfile(-1, -1, &offset, 1)
+        rc = fio_sendfile(-1, -1, &offset, 1)
     elif which == 1:
-        fio_splice(-1, -1, 1, 0)
+        rc = fio_splice(-1, -1, 1, 0)
     else:
-        fio_copy_file_range(-1, NULL, -1, NULL, 1)
-    return errno != ENOSYS
+        rc = fio_copy_file_range(-1, NULL, -1, NULL, 1)
+    return rc != -1 or errno != ENOSYS
 
 
 def probe():

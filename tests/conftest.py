@@ -33,8 +33,7 @@ def pytest_report_header(config):
 def pytest_sessionstart(session):
     if REQUIRE_C and not NATIVE:
         raise pytest.UsageError(
-            "FASTIO_REQUIRE_C=1 but the native twin did not load: "
-            f"{_impl.NATIVE_UNAVAILABLE}"
+            f"FASTIO_REQUIRE_C=1 but the native twin did not load: {_impl.NATIVE_UNAVAILABLE}"
         )
 
 
