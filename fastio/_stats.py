@@ -10,12 +10,12 @@ import os as _os
 import select as _select
 import socket as _socket
 import threading as _threading
+import types as _types
 
 __all__ = [
     "COMMON_FIELDS",
     "SYSCALLS",
     "Counters",
-    "SyscallTable",
     "add_layer",
     "register",
     "remove_layer",
@@ -130,37 +130,36 @@ def _default_calls():
 #: (``calls.poll(poller, timeout_ms)``). A twin that needs another call adds it here.
 SYSCALLS = _default_calls()
 
-_tables = {}  # primitive -> SyscallTable
+_tables = {}  # primitive -> table (a module object)
 _layers = []  # [(token, factory)], innermost first
 _tables_lock = _threading.Lock()
 
 
-class SyscallTable:
-    """The system calls of one primitive's Python twin, as attributes (see ``SYSCALLS``)."""
+def _new_table(primitive):
+    # A plain module object: ``table.send`` is then looked up exactly as ``os.send`` is (the
+    # interpreter's module attribute fast path), so the indirection costs nothing measurable.
+    table = _types.ModuleType(f"fastio.syscalls.{primitive}", f"System calls of {primitive!r}.")
+    table.primitive = primitive
+    _rebuild(table)
+    return table
 
-    def __init__(self, primitive):
-        self.__dict__["primitive"] = primitive
-        self._rebuild()
 
-    def _rebuild(self):
-        for name, function in SYSCALLS.items():
-            for _token, factory in _layers:
-                function = factory(self.primitive, name, function)
-            self.__dict__[name] = function
-
-    def __setattr__(self, name, value):
-        raise AttributeError("the system call table is changed through add_layer/remove_layer")
-
-    def __repr__(self):
-        return f"<fastio system calls of {self.primitive!r}: {len(SYSCALLS)} calls>"
+def _rebuild(table):
+    for name, function in SYSCALLS.items():
+        for _token, factory in _layers:
+            function = factory(table.primitive, name, function)
+        setattr(table, name, function)
 
 
 def syscalls(primitive):
-    """The table through which ``primitive``'s Python twin makes its system calls."""
+    """The table (a module object) through which ``primitive``'s Python twin makes its
+    system calls: one attribute per name of ``SYSCALLS``."""
     table = _tables.get(primitive)
     if table is None:
         with _tables_lock:
-            table = _tables.setdefault(primitive, SyscallTable(primitive))
+            table = _tables.get(primitive)
+            if table is None:
+                table = _tables[primitive] = _new_table(primitive)
     return table
 
 
@@ -174,7 +173,7 @@ def add_layer(factory):
     with _tables_lock:
         _layers.append((token, factory))
         for table in _tables.values():
-            table._rebuild()
+            _rebuild(table)
     return token
 
 
@@ -183,4 +182,4 @@ def remove_layer(token):
     with _tables_lock:
         _layers[:] = [(t, f) for t, f in _layers if t is not token]
         for table in _tables.values():
-            table._rebuild()
+            _rebuild(table)
