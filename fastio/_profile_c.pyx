@@ -161,13 +161,13 @@ def _write_loop(int fd, Py_ssize_t n, bint wrapped):
     """Benchmark aid: ``n`` one-byte writes to ``fd`` in C without the GIL, through
     ``fio_write`` (``wrapped``, the profile branch included) or the bare ``write()``.
     Returns the number of successful writes."""
-    cdef Py_ssize_t i, ok = 0
+    cdef Py_ssize_t _i, ok = 0
     cdef char byte = 120  # "x"
     with nogil:
         if wrapped:
-            for i in range(n):
+            for _i in range(n):
                 ok += fio_write(fd, &byte, 1) == 1
         else:
-            for i in range(n):
+            for _i in range(n):
                 ok += write(fd, &byte, 1) == 1
     return ok
