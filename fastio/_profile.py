@@ -153,6 +153,8 @@ class CallStats:
         if not self.count:
             return 0.0
         target = max(1, math.ceil(q * self.count))
+        if target >= self.count:
+            return float(self.max_ns)  # the slowest call is known exactly
         seen = 0
         for index in sorted(self.buckets):
             seen += self.buckets[index]
@@ -224,7 +226,7 @@ class ProfileReport:
 
     def format(self):
         total = sum(row.count for row in self.calls)
-        lines = [f"fastio profile: {total} system calls timed in {self.duration:.3f} s"]
+        lines = [f"fastio profile: {total} system calls timed during {self.duration:.3f} s"]
         if not self.calls:
             lines.append("  (no system call was made by fastio's primitives)")
             return "\n".join(lines)
