@@ -22,6 +22,12 @@
 #include <stdint.h>
 #include <errno.h>
 
+#if defined(__GNUC__)
+#  define FIO_UNUSED __attribute__((unused))
+#else
+#  define FIO_UNUSED
+#endif
+
 /* Primitives (the names match fastio._impl.PRIMITIVES; "bench" is the overhead benchmark). */
 enum {
     FIO_PRIM_SYS = 0,
@@ -51,9 +57,9 @@ enum {
     FIO_CALL_COUNT
 };
 
-static const char *const fio_profile_prim_names[FIO_PRIM_COUNT]
-    __attribute__((unused)) = {"sys", "transfer", "batch", "ring", "pool", "bench"};
-static const char *const fio_profile_call_names[FIO_CALL_COUNT] __attribute__((unused)) = {
+static const char *const fio_profile_prim_names[FIO_PRIM_COUNT] FIO_UNUSED = {
+    "sys", "transfer", "batch", "ring", "pool", "bench"};
+static const char *const fio_profile_call_names[FIO_CALL_COUNT] FIO_UNUSED = {
     "sendfile", "splice", "copy_file_range", "read", "write", "pread", "readv",
     "writev", "recv", "send", "poll", "pipe", "memfd_create"};
 
@@ -83,10 +89,10 @@ typedef struct {
 
 /* Per module: the shared state once attached, and the primitive this module's calls count as.
  * Before attaching, the flag points at a zero that never changes. */
-static uint64_t fio_profile_off_ __attribute__((unused)) = 0;
-static uint64_t *fio_profile_flag_ __attribute__((unused)) = &fio_profile_off_;
-static fio_profile_state *fio_profile_state_ __attribute__((unused)) = NULL;
-static int fio_profile_prim_ __attribute__((unused)) = FIO_PRIM_SYS;
+static uint64_t fio_profile_off_ FIO_UNUSED = 0;
+static uint64_t *fio_profile_flag_ FIO_UNUSED = &fio_profile_off_;
+static fio_profile_state *fio_profile_state_ FIO_UNUSED = NULL;
+static int fio_profile_prim_ FIO_UNUSED = FIO_PRIM_SYS;
 
 static inline uint64_t fio_profile_now_ns(void)
 {
