@@ -48,7 +48,7 @@ def _write_json(path, data):
 def _cmd_bench(args):
     from fastio.bench import _harness, _run
 
-    registry = _run.load_scenarios()
+    registry = _run.load_scenarios(sys.stderr)
     if args.list:
         for name, (primitive, function) in registry.items():
             doc = (function.__doc__ or "").strip().splitlines()

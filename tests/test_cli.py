@@ -153,6 +153,35 @@ def test_bench_plot_without_matplotlib_says_so(tmp_path):
     assert not png.exists()
 
 
+def test_bench_reports_a_failing_scenario_and_runs_the_others(tmp_path):
+    out = tmp_path / "bench.json"
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from fastio.bench._harness import scenario
+
+        @scenario("always-fails", "test")
+        def always_fails(full=False):
+            raise RuntimeError("scenario broke")
+
+        from fastio.__main__ import main
+        sys.exit(main(["bench", "--only", "always-fails,profile-overhead", "--rounds", "1",
+                       "--json", {str(out)!r}]))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environment(), timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    assert "RuntimeError: scenario broke" in result.stderr
+    assert "[1/2] always-fails" in result.stdout and "[2/2] profile-overhead" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["errors"] == [
+        {"name": "always-fails", "primitive": "test", "error": "RuntimeError: scenario broke"}
+    ]
+    assert [s["name"] for s in data["scenarios"]] == ["profile-overhead"]
+
+
 SCRIPT = """
 import sys
 import fastio

@@ -12,7 +12,8 @@ JSON written by ``--json FILE`` (one object):
   variant), ``seconds`` (wall time of the scenario), ``variants`` (each: ``label``, ``kind``
   ("fastio", "stdlib" or "c"), ``times``, ``cpu_times``, ``units``, ``unit_name``, ``median``,
   ``spread``, ``throughput``, and ``ratio`` = baseline median / variant median, >1 is faster);
-- ``errors``: ``{"name", "primitive", "error"}`` for each scenario that raised.
+- ``errors``: ``{"name", "primitive", "error"}`` for each scenario that raised (or scenario
+  module that failed to import); the exit status is then 1.
 """
 
 import datetime
@@ -97,15 +98,29 @@ def format_machine(facts, mode):
     )
 
 
-def load_scenarios():
-    """Import every scenario module that exists; returns the registry (name -> (prim, fn))."""
+#: Scenario modules that exist but failed to import: ``{"name", "primitive", "error"}``.
+IMPORT_ERRORS = []
+
+
+def load_scenarios(err=None):
+    """Import every scenario module that exists; returns the registry (name -> (prim, fn)).
+
+    A module that fails to import is reported (traceback on ``err``, entry in
+    ``IMPORT_ERRORS``) and the others still run.
+    """
     from fastio import _impl
 
     for name in (*_impl.PRIMITIVES, *BUILTIN):
         module = f"fastio.bench.{name}"
         if importlib.util.find_spec(module) is None:
             continue  # a primitive without benchmarks (yet)
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            traceback.print_exc(file=err or sys.stderr)
+            IMPORT_ERRORS.append(
+                {"name": module, "primitive": name, "error": f"{type(exc).__name__}: {exc}"}
+            )
     return _harness.SCENARIOS
 
 
@@ -159,7 +174,7 @@ def run(names, full, out=sys.stdout, err=sys.stderr):
         "duration_s": 0.0,
         "interrupted": False,
         "scenarios": [],
-        "errors": [],
+        "errors": list(IMPORT_ERRORS),
     }
     try:
         for index, name in enumerate(names, 1):
