@@ -24,7 +24,7 @@ try:
 except ImportError:  # a pure-Python install: only the Python twins can be timed
     _native = None
 
-__all__ = ["CallStats", "Profile", "ProfileReport", "profile"]
+__all__ = ["CallStats", "Profile", "ProfileReport", "active", "profile"]
 
 SUB_BITS = 3  # _Cell.add inlines bucket_index() for this value
 MAX_BITS = 40
@@ -252,7 +252,63 @@ class ProfileReport:
 # ---- session ----
 
 _session_lock = threading.Lock()
-_active = None
+_depth = 0  # sessions running; timing is on while it is above zero
+_token = None  # the Python timing layer while timing is on
+
+
+def _read_all():
+    """Every non-empty histogram of both layers: {(layer, primitive, call): row dict}."""
+    rows = {}
+    if _native is not None:
+        for row in _native.read():
+            rows[("c", row["primitive"], row["call"])] = row
+    for (primitive, call), cell in list(_cells.items()):
+        if cell.count:
+            rows[("python", primitive, call)] = {
+                "primitive": primitive,
+                "call": call,
+                "count": cell.count,
+                "errors": cell.errors,
+                "total_ns": cell.total_ns,
+                "max_ns": cell.max_ns,
+                "buckets": dict(cell.buckets),
+            }
+    return rows
+
+
+def _difference(end, start):
+    """What was recorded between two ``_read_all()`` readings, as ``CallStats``."""
+    rows = []
+    for (layer, primitive, call), now in end.items():
+        before = start.get((layer, primitive, call))
+        if before is None:
+            rows.append(CallStats(layer, **now))
+            continue
+        count = now["count"] - before["count"]
+        if count <= 0:
+            continue
+        buckets = {
+            i: n - before["buckets"].get(i, 0)
+            for i, n in now["buckets"].items()
+            if n > before["buckets"].get(i, 0)
+        }
+        max_ns = now["max_ns"]
+        if max_ns <= before["max_ns"] and buckets:
+            # The slowest call predates this (nested) session: bound it by its bucket.
+            max_ns = min(max_ns, bucket_bounds(max(buckets))[1] - 1)
+        rows.append(
+            CallStats(
+                layer,
+                primitive,
+                call,
+                count,
+                now["errors"] - before["errors"],
+                now["total_ns"] - before["total_ns"],
+                max_ns,
+                buckets,
+            )
+        )
+    return rows
 
 
 class Profile:
@@ -260,55 +316,48 @@ class Profile:
 
     def __init__(self):
         self.report = ProfileReport()
-        self._token = None
         self._started = None
+        self._baseline = None
+        self._running = False
 
     def start(self):
-        """Reset the histograms and start timing. Returns self."""
-        global _active
+        """Start timing (the report covers from here to ``stop()``). Returns self."""
+        global _depth, _token
         with _session_lock:
-            if _active is not None:
-                raise RuntimeError("fastio.profile() is already active in this process")
             if self._started is not None:
                 raise RuntimeError("this profile() session was already started")
-            _active = self
-            for cell in _cells.values():
-                cell.reset()
-            if _native is not None:
-                _native.reset()
-                _native.enable()
-            self._token = _stats.add_layer(_timing_layer)
+            if _depth == 0:
+                for cell in _cells.values():
+                    cell.reset()
+                if _native is not None:
+                    _native.reset()
+                    _native.enable()
+                _token = _stats.add_layer(_timing_layer)
+            _depth += 1
+            self._running = True
+            self._baseline = _read_all()
             self._started = time.perf_counter()
         return self
 
     def stop(self):
-        """Stop timing and fill (and return) ``self.report``. Stopping twice is harmless."""
-        global _active
+        """Stop this session and fill (and return) ``self.report``. Stopping twice is harmless.
+
+        Timing goes off when the last running session stops.
+        """
+        global _depth, _token
         with _session_lock:
-            if _active is not self:
+            if not self._running:
                 return self.report
             duration = time.perf_counter() - self._started
-            if _native is not None:
-                _native.disable()
-            _stats.remove_layer(self._token)
-            _active = None
-            rows = []
-            if _native is not None:
-                rows += [CallStats("c", **row) for row in _native.read()]
-            for (primitive, call), cell in sorted(_cells.items()):
-                if cell.count:
-                    rows.append(
-                        CallStats(
-                            "python",
-                            primitive,
-                            call,
-                            cell.count,
-                            cell.errors,
-                            cell.total_ns,
-                            cell.max_ns,
-                            cell.buckets,
-                        )
-                    )
+            end = _read_all()
+            self._running = False
+            _depth -= 1
+            if _depth == 0:
+                if _native is not None:
+                    _native.disable()
+                _stats.remove_layer(_token)
+                _token = None
+            rows = _difference(end, self._baseline)
             rows.sort(key=lambda row: (-row.total_ns, row.layer, row.primitive, row.call))
             self.report.calls = rows
             self.report.duration = duration
@@ -324,6 +373,11 @@ class Profile:
         return False
 
 
+def active():
+    """Whether a ``profile()`` session is running in this process."""
+    return _depth > 0
+
+
 def profile():
     """Time every system call fastio's primitives make, with latency histograms.
 
@@ -334,9 +388,10 @@ def profile():
         print(report)              # table: calls, errors, total, mean, p50, p90, p99, max
         report.as_dict()           # the same as data (JSON-ready)
 
-    or explicitly: ``p = fastio.profile().start(); ...; report = p.stop()``. One session may be
-    active per process at a time (``RuntimeError`` otherwise). Both twins are timed: the
-    native ``fio_*`` wrappers (layer ``"c"``, threads without the GIL included) and the Python
-    twins' calls (layer ``"python"``). Outside a session nothing is timed.
+    or explicitly: ``p = fastio.profile().start(); ...; report = p.stop()``. Sessions may nest
+    or overlap (a script using ``profile()`` under ``python -m fastio profile``): each reports
+    the calls made while it ran. Both twins are timed: the native ``fio_*`` wrappers (layer
+    ``"c"``, threads running without the GIL included) and the Python twins' calls (layer
+    ``"python"``). Outside every session nothing is timed.
     """
     return Profile()

@@ -104,17 +104,30 @@ def test_native_threads_without_the_gil_lose_no_count():
     assert top_low <= row.max_ns < top_high
 
 
-def test_one_session_at_a_time_and_explicit_start_stop():
-    session = fastio.profile().start()
+def test_sessions_nest_and_explicit_start_stop():
+    calls = _stats.syscalls("test-nest")
+    r, w = os.pipe()
     try:
-        with pytest.raises(RuntimeError, match="already active"), fastio.profile():
-            pass
+        outer = fastio.profile().start()
+        calls.write(w, b"a")
+        with fastio.profile() as inner:
+            calls.write(w, b"bc")
+            calls.write(w, b"de")
+        calls.write(w, b"f")
+        assert calls.write is not os.write  # timing stays on for the outer session
+        report = outer.stop()
+        assert calls.read(r, 10) == b"abcdef"  # not timed: every session ended
     finally:
-        report = session.stop()
-    assert report is session.report and report.complete
-    assert session.stop() is report  # stopping twice is harmless
-    with fastio.profile():  # and a new session may start
-        pass
+        os.close(r)
+        os.close(w)
+    assert inner.get("test-nest", "write").count == 2
+    assert report is outer.report and report.complete
+    assert report.get("test-nest", "write").count == 4
+    assert report.get("test-nest", "read") is None
+    assert outer.stop() is report  # stopping twice is harmless
+    with pytest.raises(RuntimeError, match="already started"):
+        outer.start()
+    assert not _profile.active() and calls.write is os.write
 
 
 def test_session_ends_when_the_block_raises():
