@@ -3,7 +3,9 @@
  * Every capability is a 0/1 macro (FIO_HAVE_*) so the same Cython compiles everywhere and
  * branches at run time; a missing call is a stub that fails with ENOSYS, which the callers
  * treat as "fall back to the portable loop".  Every system call fastio makes from C goes
- * through one of the fio_* wrappers below, so fault injection (FASTIO_FAULTS) has one hook.
+ * through one of the fio_* wrappers below, so fault injection (FASTIO_FAULTS) has one hook,
+ * and profile() timing another: each wrapper is FIO_FAULT(...) then FIO_TIMED(FIO_CALL_x,
+ * the call). A new wrapper follows the same pattern (and adds its FIO_CALL_ id).
  */
 #ifndef FASTIO_COMPAT_H
 #define FASTIO_COMPAT_H
@@ -142,21 +144,25 @@
 #  define FIO_FAULT(call, result_on_fault) do { } while (0)
 #endif
 
+/* System call timing for fastio.profile(): FIO_TIMED(call_id, expr), see fastio_profile.h. */
+#include "fastio_profile.h"
+
 /* ---- system call wrappers: return -1 with errno set, as the calls do ---- */
 
 static inline fio_ssize_t fio_sendfile(int out_fd, int in_fd, fio_off_t *offset, size_t count)
 {
     FIO_FAULT("sendfile", count);
 #if defined(__linux__)
-    return sendfile(out_fd, in_fd, offset, count);
+    return FIO_TIMED(FIO_CALL_SENDFILE, sendfile(out_fd, in_fd, offset, count));
 #elif defined(__APPLE__)
     off_t len = (off_t)count;
-    int rc = sendfile(in_fd, out_fd, *offset, &len, NULL, 0);
+    int rc = FIO_TIMED(FIO_CALL_SENDFILE, sendfile(in_fd, out_fd, *offset, &len, NULL, 0));
     if (len > 0) { *offset += len; return (fio_ssize_t)len; }  /* progress wins over EAGAIN */
     return rc == 0 ? 0 : -1;
 #elif defined(__FreeBSD__) || defined(__DragonFly__)
     off_t sent = 0;
-    int rc = sendfile(in_fd, out_fd, *offset, count, NULL, &sent, 0);
+    int rc = FIO_TIMED(FIO_CALL_SENDFILE,
+                       sendfile(in_fd, out_fd, *offset, count, NULL, &sent, 0));
     if (sent > 0) { *offset += sent; return (fio_ssize_t)sent; }
     return rc == 0 ? 0 : -1;
 #else
@@ -170,7 +176,7 @@ static inline fio_ssize_t fio_splice(int fd_in, int fd_out, size_t len, unsigned
 {
     FIO_FAULT("splice", len);
 #if FIO_HAVE_SPLICE
-    return splice(fd_in, NULL, fd_out, NULL, len, flags);
+    return FIO_TIMED(FIO_CALL_SPLICE, splice(fd_in, NULL, fd_out, NULL, len, flags));
 #else
     (void)fd_in; (void)fd_out; (void)len; (void)flags;
     errno = ENOSYS;
@@ -183,7 +189,8 @@ static inline fio_ssize_t fio_copy_file_range(int fd_in, fio_off_t *off_in, int 
 {
     FIO_FAULT("copy_file_range", len);
 #if FIO_HAVE_COPY_FILE_RANGE
-    return syscall(SYS_copy_file_range, fd_in, off_in, fd_out, off_out, len, 0u);
+    return FIO_TIMED(FIO_CALL_COPY_FILE_RANGE,
+                     syscall(SYS_copy_file_range, fd_in, off_in, fd_out, off_out, len, 0u));
 #else
     (void)fd_in; (void)off_in; (void)fd_out; (void)off_out; (void)len;
     errno = ENOSYS;
@@ -197,7 +204,7 @@ static inline fio_ssize_t fio_read(int fd, void *buf, size_t len)
 #if FIO_WINDOWS
     return _read(fd, buf, (unsigned int)len);
 #else
-    return read(fd, buf, len);
+    return FIO_TIMED(FIO_CALL_READ, read(fd, buf, len));
 #endif
 }
 
@@ -207,7 +214,7 @@ static inline fio_ssize_t fio_write(int fd, const void *buf, size_t len)
 #if FIO_WINDOWS
     return _write(fd, buf, (unsigned int)len);
 #else
-    return write(fd, buf, len);
+    return FIO_TIMED(FIO_CALL_WRITE, write(fd, buf, len));
 #endif
 }
 
@@ -219,7 +226,7 @@ static inline fio_ssize_t fio_pread(int fd, void *buf, size_t len, fio_off_t off
     errno = ENOSYS;
     return -1;
 #else
-    return pread(fd, buf, len, offset);
+    return FIO_TIMED(FIO_CALL_PREAD, pread(fd, buf, len, offset));
 #endif
 }
 
@@ -227,7 +234,7 @@ static inline fio_ssize_t fio_readv(int fd, const struct iovec *iov, int n)
 {
     FIO_FAULT("readv", (size_t)(n > 0 ? iov[0].iov_len : 0));
 #if FIO_HAVE_WRITEV
-    return readv(fd, iov, n);
+    return FIO_TIMED(FIO_CALL_READV, readv(fd, iov, n));
 #else
     if (n <= 0) return 0;
     return fio_read(fd, iov[0].iov_base, iov[0].iov_len);
@@ -238,7 +245,7 @@ static inline fio_ssize_t fio_writev(int fd, const struct iovec *iov, int n)
 {
     FIO_FAULT("writev", (size_t)(n > 0 ? iov[0].iov_len : 0));
 #if FIO_HAVE_WRITEV
-    return writev(fd, iov, n);
+    return FIO_TIMED(FIO_CALL_WRITEV, writev(fd, iov, n));
 #else
     if (n <= 0) return 0;
     return fio_write(fd, iov[0].iov_base, iov[0].iov_len);
@@ -249,19 +256,19 @@ static inline fio_ssize_t fio_writev(int fd, const struct iovec *iov, int n)
 static inline fio_ssize_t fio_recv(int fd, void *buf, size_t len, int flags)
 {
     FIO_FAULT("recv", len);
-    return recv(fd, buf, len, flags);
+    return FIO_TIMED(FIO_CALL_RECV, recv(fd, buf, len, flags));
 }
 
 static inline fio_ssize_t fio_send(int fd, const void *buf, size_t len, int flags)
 {
     FIO_FAULT("send", len);
-    return send(fd, buf, len, flags | MSG_NOSIGNAL);
+    return FIO_TIMED(FIO_CALL_SEND, send(fd, buf, len, flags | MSG_NOSIGNAL));
 }
 
 static inline int fio_poll(struct pollfd *fds, unsigned long n, int timeout_ms)
 {
     FIO_FAULT("poll", 0);
-    return poll(fds, (nfds_t)n, timeout_ms);
+    return FIO_TIMED(FIO_CALL_POLL, poll(fds, (nfds_t)n, timeout_ms));
 }
 #endif
 
@@ -269,7 +276,7 @@ static inline int fio_poll(struct pollfd *fds, unsigned long n, int timeout_ms)
 static inline int fio_pipe(int fds[2])
 {
 #if defined(__linux__)
-    return pipe2(fds, O_CLOEXEC | O_NONBLOCK);
+    return FIO_TIMED(FIO_CALL_PIPE, pipe2(fds, O_CLOEXEC | O_NONBLOCK));
 #else
     (void)fds;
     errno = ENOSYS;
@@ -280,7 +287,8 @@ static inline int fio_pipe(int fds[2])
 static inline int fio_memfd_create(const char *name)
 {
 #if FIO_HAVE_MEMFD
-    return (int)syscall(SYS_memfd_create, name, 1u /* MFD_CLOEXEC */);
+    return (int)FIO_TIMED(FIO_CALL_MEMFD_CREATE,
+                          syscall(SYS_memfd_create, name, 1u /* MFD_CLOEXEC */));
 #else
     (void)name;
     errno = ENOSYS;

@@ -4,12 +4,14 @@ Zero-copy transfer (``sendfile``, ``splice``, ``copy``, ``relay``), batched writ
 (``BatchWriter``), buffered reading (``RingBuffer``, ``Reader``) and connection reuse
 (``Pool``, ``KeyedPool``, ``SocketPool``), each with a native (Cython) and a pure-Python twin
 of the same behaviour. ``IMPLEMENTATION`` says which twin is live; ``info()`` what the
-platform offers; ``stats()`` the counters of every primitive.
+platform offers; ``stats()`` the counters of every primitive; ``profile()`` times every system
+call the primitives make.
 """
 
 from ._errors import IncompleteReadError, LimitOverrunError, PoolClosed, PoolTimeout
 from ._impl import IMPLEMENTATION
 from ._info import info
+from ._profile import ProfileReport, profile
 from ._stats import snapshot as _snapshot
 
 __version__ = "0.1.0.dev0"
@@ -18,7 +20,11 @@ __version__ = "0.1.0.dev0"
 def stats(reset=False):
     """Counters of every primitive of the live implementation, by primitive name.
 
-    ``reset=True`` zeroes them after taking the snapshot.
+    Every primitive reports ``calls``, ``bytes``, ``syscalls``, ``would_block``, ``eintr``,
+    ``partial`` and ``fallbacks`` (``fastio._stats.COMMON_FIELDS``) plus its own counters
+    (the pool its wait count and wait time, for instance). Counting is always on and cheap;
+    for latencies of the system calls use ``profile()``. ``reset=True`` zeroes the counters
+    after taking the snapshot.
     """
     return _snapshot(IMPLEMENTATION, reset)
 
@@ -29,7 +35,9 @@ __all__ = [
     "LimitOverrunError",
     "PoolClosed",
     "PoolTimeout",
+    "ProfileReport",
     "__version__",
     "info",
+    "profile",
     "stats",
 ]

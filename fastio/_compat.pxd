@@ -62,6 +62,20 @@ cdef extern from "fastio_compat.h" nogil:
     long fio_page_size()
     double fio_monotonic()
 
+# System call timing for fastio.profile() (csrc/fastio_profile.h). A native twin calls
+# ``fio_profile_attach(FIO_PRIM_<NAME>)`` once at module level; its fio_* calls are then timed
+# under that primitive inside profile(), at the cost of one untaken branch outside it.
+cdef extern from "fastio_profile.h":
+    enum:
+        FIO_PRIM_SYS
+        FIO_PRIM_TRANSFER
+        FIO_PRIM_BATCH
+        FIO_PRIM_RING
+        FIO_PRIM_POOL
+        FIO_PRIM_BENCH
+    const int FIO_HAVE_PROFILE
+    int fio_profile_attach(int primitive) except -1
+
 cdef extern from "fastio_mirror.h" nogil:
     void *fio_mirror_map(size_t size)
     int fio_mirror_unmap(void *base, size_t size)

@@ -10,6 +10,11 @@ import os
 import select
 import time
 
+from . import _stats
+
+# ---- profile/fault hook (issue 8): wait_fd polls through the system call table "wait" ----
+_wait_calls = _stats.syscalls("wait")
+
 #: Size of the reusable buffer of every portable fallback loop (never 8 KiB).
 BUFFER_SIZE = 256 * 1024
 
@@ -157,7 +162,9 @@ def wait_fd(fd, for_write, deadline, transferred=0):
         if left == 0.0 and deadline >= 0.0:
             raise timeout_error(transferred)
         try:
-            ready = poller.poll(None if left < 0.0 else max(1, int(left * 1000.0 + 0.999)))
+            ready = _wait_calls.poll(
+                poller, None if left < 0.0 else max(1, int(left * 1000.0 + 0.999))
+            )
         except BaseException as exc:
             raise with_progress(exc, transferred) from None
         if ready:

@@ -10,16 +10,21 @@ from fastio._compat cimport (
     FIO_HAVE_SENDFILE,
     FIO_HAVE_SPLICE,
     FIO_HAVE_WRITEV,
+    FIO_PRIM_SYS,
     fio_copy_file_range,
     fio_iov_max,
     fio_mirror_supported,
     fio_off_t,
     fio_page_size,
+    fio_profile_attach,
     fio_sendfile,
     fio_splice,
 )
 
 __all__ = ["probe"]
+
+# Inside fastio.profile(), this module's fio_* calls are timed as primitive "sys".
+fio_profile_attach(FIO_PRIM_SYS)
 
 
 cdef bint _syscall_exists(int have, int which):

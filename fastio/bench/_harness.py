@@ -84,8 +84,15 @@ def cpu_time():
     return t.user + t.system
 
 
+#: Rounds of every ``compare`` when set (``python -m fastio bench --rounds N``); None: each
+#: scenario's own count.
+ROUNDS_OVERRIDE = None
+
+
 def compare(variants, rounds=7, warmup=1, units=0, unit_name="B", progress=None):
     """Run ``variants`` in alternating rounds; returns {label: Result}."""
+    if ROUNDS_OVERRIDE is not None:
+        rounds = ROUNDS_OVERRIDE
     results = {v.label: Result(v.label, v.kind, units=units, unit_name=unit_name) for v in variants}
     for _ in range(warmup):
         for v in variants:
