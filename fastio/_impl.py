@@ -14,6 +14,13 @@ ALLOWED = ("c", "python")
 #: One trio per primitive: ``fastio._<name>_c`` (Cython), ``fastio._<name>_py`` (Python).
 PRIMITIVES = ("sys",)
 
+#: Native modules outside the twin pattern that a native build must also have.
+NATIVE_SUPPORT = ("profile",)
+
+
+def _native_modules():
+    return [*PRIMITIVES, *NATIVE_SUPPORT]
+
 
 def _choose():
     requested = os.environ.get("FASTIO_IMPL", "").strip().lower()
@@ -24,7 +31,7 @@ def _choose():
         )
     if requested == "python":
         return "python", "FASTIO_IMPL=python"
-    for name in PRIMITIVES:
+    for name in _native_modules():
         try:
             importlib.import_module(f"fastio._{name}_c")
         except ImportError as exc:
@@ -63,7 +70,7 @@ def twin(implementation):
 def native_available():
     """Whether every native module imports in this process (whatever is live)."""
     try:
-        for name in PRIMITIVES:
+        for name in _native_modules():
             importlib.import_module(f"fastio._{name}_c")
     except ImportError:
         return False
