@@ -11,6 +11,7 @@ from ._errors import IncompleteReadError, LimitOverrunError, PoolClosed, PoolTim
 from ._impl import IMPLEMENTATION
 from ._info import info
 from ._stats import snapshot as _snapshot
+from .pool import KeyedPool, Pool, PoolStats, SocketPool
 
 __version__ = "0.1.0.dev0"
 
@@ -26,9 +27,13 @@ def stats(reset=False):
 __all__ = [
     "IMPLEMENTATION",
     "IncompleteReadError",
+    "KeyedPool",
     "LimitOverrunError",
+    "Pool",
     "PoolClosed",
+    "PoolStats",
     "PoolTimeout",
+    "SocketPool",
     "__version__",
     "info",
     "stats",
