@@ -14,7 +14,10 @@ a free slot, or the news that the pool closed; waiters are served first come, fi
 """
 
 cimport cython
+from cpython.list cimport PyList_GET_ITEM, PyList_SET_ITEM
 from cpython.long cimport PyLong_FromVoidPtr
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.errno cimport EAGAIN, EINTR, errno
 
 cdef extern from "<errno.h>":
@@ -245,6 +248,9 @@ cdef class Pool:
     cdef Py_ssize_t _pending  # being created: they count against max_size
     cdef bint _closed
     cdef bint _forked
+    # The entry last handed out: release checks it before the id() lookup (a release usually
+    # returns the connection acquired last in that pool: one thread's checkout and return).
+    cdef _Entry _last
 
     cdef unsigned long long _wait_count
     cdef double _wait_duration
@@ -327,6 +333,7 @@ cdef class Pool:
         self._pending = 0
         self._closed = False
         self._forked = False
+        self._last = None
         self._wait_count = 0
         self._wait_duration = 0.0
         self._created = 0
@@ -383,10 +390,22 @@ cdef class Pool:
         return True
 
     cdef inline _Entry _pop_mru(self):
+        # The list's reference moves to the caller; None takes the slot.
+        cdef PyObject *item
         self._n_idle -= 1
-        entry = <_Entry>self._idle[self._n_idle]
-        self._idle[self._n_idle] = None
+        item = PyList_GET_ITEM(self._idle, self._n_idle)
+        Py_INCREF(None)
+        PyList_SET_ITEM(self._idle, self._n_idle, None)
+        entry = <_Entry>item
+        Py_DECREF(entry)
         return entry
+
+    cdef inline void _push_mru(self, _Entry entry):
+        cdef PyObject *old = PyList_GET_ITEM(self._idle, self._n_idle)
+        Py_INCREF(entry)
+        PyList_SET_ITEM(self._idle, self._n_idle, entry)
+        Py_XDECREF(old)
+        self._n_idle += 1
 
     cdef _Entry _pop_lru(self):
         entry = <_Entry>self._idle[0]
@@ -437,8 +456,7 @@ cdef class Pool:
             why = MAX_IDLE
         else:
             entry.idle_since = now
-            self._idle[self._n_idle] = entry
-            self._n_idle += 1
+            self._push_mru(entry)
             return None
         self._forget(entry, why)
         return entry
@@ -529,6 +547,7 @@ cdef class Pool:
             if mode == M_GOT:
                 _c.acquires += 1
                 _c.calls += 1
+                self._last = entry
                 if self._leak_timeout > 0.0:
                     self._stamp(entry, now)
                 if doomed is not None:
@@ -617,6 +636,7 @@ cdef class Pool:
         self._entries[entry.key] = entry
         self._open += 1
         self._created += 1
+        self._last = entry
         # --- end ---
         _c.created += 1
         _c.acquires += 1
@@ -691,7 +711,11 @@ cdef class Pool:
         cdef _Entry doomed
         cdef double now
         interrupt = None
-        found = self._entries.get(PyLong_FromVoidPtr(<void *>conn))
+        found = self._last
+        if found is None or (<_Entry>found).conn is not conn:
+            found = self._entries.get(PyLong_FromVoidPtr(<void *>conn))
+        else:
+            self._last = None
         if found is None or (<_Entry>found).conn is not conn or not (<_Entry>found).in_use:
             if found is None and self._forked:
                 return 0  # the parent's connection: forgotten, not closed

@@ -24,6 +24,9 @@ _counters = _stats.Counters(
     "acquires", "releases", "waits", "timeouts", "created", "closed", "check_failures"
 )
 _stats.register("python", "pool", _counters.snapshot)
+# Counters.__setattr__ guards the names; on hot paths the pool adds straight into its dict
+# (the same dict object for the life of the process: reset() writes into it).
+_count = _counters.__dict__
 _monotonic = time.monotonic
 _INF = math.inf
 
@@ -239,7 +242,7 @@ class Pool:
             self._closed_max_lifetime += 1
         elif why == _BROKEN:
             self._closed_broken += 1
-        _counters.closed += 1
+        _count["closed"] += 1
         self._slot_freed()
 
     def _slot_freed(self):
@@ -318,6 +321,30 @@ class Pool:
         new one, else wait first come, first served. ``timeout`` (default ``acquire_timeout``;
         ``None`` there waits forever) is one deadline for waiting, checking and creating;
         ``PoolTimeout`` says the pool's stats when it passes."""
+        if timeout is not None:
+            policy.check_timeout_arg(timeout)
+        # Fast path: the top idle connection is fit to hand out as it is.
+        if not self._leak_timeout:
+            with self._lock:
+                idle = self._idle
+                if idle and not self._closed:
+                    entry = idle[-1]
+                    now = self._clock()
+                    idle_for = now - entry.idle_since
+                    if (
+                        now < entry.expires_at
+                        and idle_for < self._max_idle_time
+                        and (self._check is None or idle_for < self._check_after)
+                    ):
+                        idle.pop()
+                        entry.in_use = True
+                        _count["acquires"] += 1
+                        _count["calls"] += 1
+                        return entry.conn
+        return self._acquire(timeout)
+
+    def _acquire(self, timeout):
+        """The slow path: expiry, checks, creation, waiting."""
         budget = self._acquire_timeout if timeout is None else policy.check_timeout_arg(timeout)
         start = _monotonic()
         deadline = -1.0 if budget < 0.0 else start + budget
@@ -373,8 +400,8 @@ class Pool:
                             mode = "wait"
                 if mode == "got":
                     self._stamp(entry, now)
-                    _counters.acquires += 1
-                    _counters.calls += 1
+                    _count["acquires"] += 1
+                    _count["calls"] += 1
             for old in doomed:
                 policy.close_quietly(self._close, old.conn)
             if mode == "got":
@@ -383,8 +410,8 @@ class Pool:
                 if self._run_check(entry):
                     with self._lock:
                         self._stamp(entry, now)
-                    _counters.acquires += 1
-                    _counters.calls += 1
+                    _count["acquires"] += 1
+                    _count["calls"] += 1
                     return entry.conn
                 if deadline >= 0.0 and _monotonic() >= deadline:
                     raise self._timeout(budget)
@@ -398,8 +425,8 @@ class Pool:
                 return self._create()
             with self._lock:
                 self._stamp(result, self._clock())
-            _counters.acquires += 1
-            _counters.calls += 1
+            _count["acquires"] += 1
+            _count["calls"] += 1
             return result.conn
 
     def _run_check(self, entry):
@@ -419,7 +446,7 @@ class Pool:
         with self._lock:
             self._check_failures += 1
             self._forget(entry, None)
-        _counters.check_failures += 1
+        _count["check_failures"] += 1
         policy.close_quietly(self._close, entry.conn)
         return False
 
@@ -452,15 +479,15 @@ class Pool:
         if closed:
             policy.close_quietly(self._close, conn)
             raise policy.pool_closed()
-        _counters.created += 1
-        _counters.acquires += 1
-        _counters.calls += 1
+        _count["created"] += 1
+        _count["acquires"] += 1
+        _count["calls"] += 1
         return conn
 
     def _wait(self, waiter, deadline, budget):
         """Block until handed a connection or a slot; PoolTimeout / PoolClosed otherwise."""
         began = _monotonic()
-        _counters.waits += 1
+        _count["waits"] += 1
         try:
             while True:
                 if deadline < 0.0:
@@ -509,7 +536,7 @@ class Pool:
             raise
 
     def _timeout(self, budget):
-        _counters.timeouts += 1
+        _count["timeouts"] += 1
         return policy.pool_timeout(budget, self.stats())
 
     # --- release ----------------------------------------------------------------------------
@@ -536,8 +563,25 @@ class Pool:
                 discard = True
                 interrupt = exc
         with self._lock:
-            doomed = self._put_back(entry, discard, self._clock())
-        _counters.releases += 1
+            now = self._clock()
+            if (
+                not discard
+                and not self._waiters
+                and now < entry.expires_at
+                and len(self._idle) < self._max_idle
+                and self._limit is None
+                and not self._closed
+            ):
+                # Fast path: straight back onto the idle stack.
+                entry.in_use = False
+                entry.stack = None
+                entry.reported = False
+                entry.idle_since = now
+                self._idle.append(entry)
+                _count["releases"] += 1
+                return
+            doomed = self._put_back(entry, discard, now)
+        _count["releases"] += 1
         if doomed is not None:
             policy.close_quietly(self._close, conn)
         if interrupt is not None:
