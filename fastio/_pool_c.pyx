@@ -140,8 +140,8 @@ cdef class Pool
 cdef class Limit:
     """The global bound of a keyed pool (``max_total``), shared by its pools."""
 
-    cdef Py_ssize_t max_total  # 0: no global limit
-    cdef Py_ssize_t total
+    cdef readonly Py_ssize_t max_total  # 0: no global limit
+    cdef readonly Py_ssize_t total  # connections of every key, open or being created
     cdef object wanting  # deque of pools whose waiters wait for global room
     cdef list pools
     cdef object __weakref__

@@ -794,9 +794,14 @@ def test_32_threads_on_4_connections(fio):
             except BaseException as exc:  # pragma: no cover - reported below
                 errors.append(exc)
 
-    threads = [start(worker, i) for i in range(32)]
-    for thread in threads:
-        thread.join(JOIN)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often: provoke interleavings
+    try:
+        threads = [start(worker, i) for i in range(32)]
+        for thread in threads:
+            thread.join(JOIN)
+    finally:
+        sys.setswitchinterval(interval)
     assert not any(t.is_alive() for t in threads)
     assert errors == []
     assert peak[0] <= 4
@@ -878,6 +883,70 @@ def test_keyed_pool_waiter_gets_room_freed_by_another_key(fio):
     pool.release(a2)
     pool.release(got[0])
     assert_adds_up(pool.stats())
+
+
+def test_keyed_pool_under_threads_keeps_its_global_count(fio):
+    factory = Factory()
+    pool = fio.KeyedPool(factory, max_per_key=3, max_total=4, acquire_timeout=JOIN)
+    keys = ["a", "b", "c", "d"]
+    errors = []
+    stop = time.monotonic() + 0.8
+
+    def worker(seed):
+        local = random.Random(seed)
+        try:
+            while time.monotonic() < stop:
+                key = local.choice(keys)
+                try:
+                    with pool.connection(key) as conn:
+                        assert conn.key == key
+                        assert pool._limit.total <= 4
+                        if local.random() < 0.3:
+                            time.sleep(0.0002)
+                        if local.random() < 0.05:
+                            raise ConnectionResetError("broken")
+                except ConnectionResetError:
+                    pass
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [start(worker, i) for i in range(16)]
+    for thread in threads:
+        thread.join(JOIN)
+    assert errors == []
+    total = pool.stats()
+    closed = assert_adds_up(total)
+    assert (total.in_use, total.waiting) == (0, 0)
+    assert total.open <= 4 and pool._limit.total == total.open
+    assert total.created - closed == total.open
+    assert sum(not c.closed for c in factory.made) == total.open
+    for key in keys:
+        assert_adds_up(pool.stats(key))
+    pool.close()
+    assert all(c.closes == 1 for c in factory.made)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_child_keyed_pool_starts_fresh(fio):
+    pool = fio.KeyedPool(Factory(), max_per_key=1, max_total=1)
+    out = pool.acquire("a")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            pool.release(out)  # forgotten
+            conn = pool.acquire("b", timeout=0)  # the global room is free again
+            report = [pool.stats().open, pool._limit.total, conn.key, out.closed]
+            os.write(write_end, repr(report).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as f:
+        report = f.read()
+    os.waitpid(pid, 0)
+    assert report == repr([1, 1, "b", False])
+    assert pool._limit.total == 1 and not out.closed
+    pool.release(out)
 
 
 def test_keyed_pool_validates_settings(fio):
