@@ -19,9 +19,14 @@ from cpython.long cimport PyLong_FromVoidPtr
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.errno cimport EAGAIN, EINTR, errno
+from libc.string cimport memmove
 
 cdef extern from "<errno.h>":
     const int EWOULDBLOCK
+
+cdef extern from "Python.h":
+    ctypedef struct PyListObject:
+        PyObject **ob_item
 
 import _thread
 import collections
@@ -91,6 +96,7 @@ cdef enum:
     M_CREATE = 3
     M_WAIT = 4
     M_TIMEOUT = 5
+    M_ALLOCATE = 6
 
 cdef object _SLOT = SLOT
 cdef object _CLOSED = CLOSED
@@ -408,10 +414,16 @@ cdef class Pool:
         self._n_idle += 1
 
     cdef _Entry _pop_lru(self):
-        entry = <_Entry>self._idle[0]
+        # Shift the stack down in place: no allocation (which could run a finalizer, and so
+        # other threads, in the middle of this critical section).
+        cdef PyObject **items = (<PyListObject *>self._idle).ob_item
+        cdef PyObject *first = items[0]
         self._n_idle -= 1
-        self._idle[0:self._n_idle] = self._idle[1:self._n_idle + 1]
-        self._idle[self._n_idle] = None
+        memmove(items, items + 1, self._n_idle * sizeof(PyObject *))
+        Py_INCREF(None)
+        items[self._n_idle] = <PyObject *>None
+        entry = <_Entry>first
+        Py_DECREF(entry)
         return entry
 
     cdef int _unwant(self) except -1:
@@ -535,8 +547,11 @@ cdef class Pool:
                         mode = M_CREATE
                     elif budget == 0.0:
                         mode = M_TIMEOUT
+                    elif waiter is None:
+                        # Allocating could run other threads: do it outside this section,
+                        # then look again.
+                        mode = M_ALLOCATE
                     else:
-                        waiter = _Waiter.__new__(_Waiter)
                         self._waiters.append(waiter)
                         if self._limit is not None and (
                             self._open + self._pending < self._max_size
@@ -570,6 +585,10 @@ cdef class Pool:
                 continue
             if mode == M_CREATE:
                 return self._create()
+            if mode == M_ALLOCATE:
+                waiter = _Waiter.__new__(_Waiter)
+                now = self._now()
+                continue
             if mode == M_TIMEOUT:
                 raise self._timeout(budget)
             if deadline == -2.0:
