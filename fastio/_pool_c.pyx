@@ -326,7 +326,7 @@ cdef class Pool:
         self._leak_timeout = config.leak_timeout
         self._jitter = config.lifetime_jitter
         self._reset_state()
-        policy.track(self, leak_timeout=self._leak_timeout)
+        policy.track(self, every=policy.housekeeping_every(config))
         if self._min_idle:
             self._fill(self._min_idle)
 
@@ -809,8 +809,51 @@ cdef class Pool:
             leaks_reported=self._leaks_reported,
         )
 
-    def _leak_timeout_value(self):
-        return self._leak_timeout
+    def _housekeep(self):
+        """Background chores: report leaks, close idle connections past their idle time or
+        lifetime, and open connections back up to ``min_idle``."""
+        self._check_leaks()
+        self._maintain()
+
+    cdef int _maintain(self) except -1:
+        cdef PyObject **items
+        cdef Py_ssize_t i, kept = 0, n
+        cdef int why
+        cdef _Entry entry
+        cdef list doomed = []
+        cdef Py_ssize_t missing = 0
+        if self._closed:
+            return 0
+        now = self._now()
+        # --- critical section (no allocation: the stack is compacted in place) ---
+        items = (<PyListObject *>self._idle).ob_item
+        n = self._n_idle
+        for i in range(n):  # least recently used first
+            entry = <_Entry>items[i]
+            if now >= entry.expires_at:
+                why = MAX_LIFETIME
+            elif now - entry.idle_since >= self._max_idle_time and self._open > self._min_idle:
+                why = MAX_IDLE_TIME
+            else:
+                items[kept] = items[i]
+                kept += 1
+                continue
+            self._forget(entry, why)
+            doomed.append(entry)
+            Py_DECREF(entry)  # the stack's reference: its slot is reused or emptied below
+        for i in range(kept, n):
+            Py_INCREF(None)
+            items[i] = <PyObject *>None
+        self._n_idle = kept
+        if not self._closed and not self._waiters:
+            missing = self._min_idle - self._open - self._pending
+        # --- end ---
+        self._close_all(doomed)
+        for _ in range(missing):
+            if not self._reserve():
+                break
+            self._release(self._create(), False)
+        return 0
 
     def _check_leaks(self):
         """Report (once each) connections held longer than ``leak_timeout``."""

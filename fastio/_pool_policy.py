@@ -295,44 +295,65 @@ def report_leak(conn, held, leak_timeout, stack):
 # pools share), then pools and keyed pools. Weak, so tracking keeps nothing alive.
 _fork_first = weakref.WeakSet()
 _fork_then = weakref.WeakSet()
-# Pools with a leak_timeout, scanned by one daemon thread.
-_leak_watch = weakref.WeakSet()
+# Pools with background chores (leak scan, idle/lifetime eviction, min_idle top-up) -> how
+# often, in seconds. One daemon thread serves them all, and ends when none is left.
+_chores = weakref.WeakKeyDictionary()
 _housekeeper = None
 _housekeeper_lock = threading.Lock()
 
 
-def track(obj, *, first=False, leak_timeout=0.0):
-    """Register a pool (or limit) for the fork handler and, with a leak_timeout, the leak
-    scan."""
+def housekeeping_every(config):
+    """How often a pool's background chores run (0.0: it has none). Leaks are looked for
+    every quarter of ``leak_timeout``; idle and expired connections are closed (and
+    ``min_idle`` restored) every half of ``min(max_idle_time, max_lifetime)``, as
+    ``database/sql``'s cleaner does; both within [5 ms, 30 s]."""
+    every = math.inf
+    if config.leak_timeout > 0.0:
+        every = config.leak_timeout / 4.0
+    ages = min(config.max_idle_time, config.max_lifetime)
+    if ages < math.inf:
+        every = min(every, ages / 2.0)
+    elif config.min_idle:
+        every = min(every, 30.0)
+    if every == math.inf:
+        return 0.0
+    return min(30.0, max(0.005, every))
+
+
+def track(obj, *, first=False, every=0.0):
+    """Register a pool (or limit) for the fork handler and, with ``every`` > 0, for its
+    background chores (``obj._housekeep()``)."""
     (_fork_first if first else _fork_then).add(obj)
-    if leak_timeout > 0.0:
-        _leak_watch.add(obj)
+    if every > 0.0:
+        with _housekeeper_lock:
+            _chores[obj] = every
         _start_housekeeper()
-
-
-def _housekeeping_interval():
-    timeouts = [pool._leak_timeout_value() for pool in list(_leak_watch)]
-    if not timeouts:
-        return None
-    return min(1.0, max(0.005, min(timeouts) / 4.0))
 
 
 def _housekeep():
     global _housekeeper
+    due = weakref.WeakKeyDictionary()
     while True:
-        interval = _housekeeping_interval()
-        if interval is None:
-            with _housekeeper_lock:
-                if not _leak_watch:
-                    _housekeeper = None
-                    return
-            continue
-        time.sleep(interval)
-        for pool in list(_leak_watch):
-            try:
-                pool._check_leaks()
-            except Exception:
-                logger.exception("fastio pool: leak scan failed")
+        with _housekeeper_lock:
+            chores = list(_chores.items())
+            if not chores:
+                _housekeeper = None
+                return
+        now = time.monotonic()
+        wake = now + 30.0
+        for pool, every in chores:
+            when = due.get(pool)
+            if when is None:
+                when = due[pool] = now + every
+            if now >= when:
+                try:
+                    pool._housekeep()
+                except Exception:
+                    logger.warning("fastio pool: housekeeping of %r failed", pool, exc_info=True)
+                when = due[pool] = time.monotonic() + every
+            wake = min(wake, when)
+        del chores, pool  # hold no pool while asleep
+        time.sleep(max(0.001, wake - time.monotonic()))
 
 
 def _start_housekeeper():
@@ -352,7 +373,7 @@ def _after_fork_in_child():
     for group in (_fork_first, _fork_then):
         for obj in list(group):
             obj._after_fork()
-    if _leak_watch:
+    if len(_chores):
         _start_housekeeper()
 
 

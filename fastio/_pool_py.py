@@ -205,7 +205,7 @@ class Pool:
         self._jitter = config.lifetime_jitter
         self._lock = _limit.lock if _limit is not None else threading.Lock()
         self._reset_state()
-        policy.track(self, leak_timeout=self._leak_timeout)
+        policy.track(self, every=policy.housekeeping_every(config))
         if self._min_idle:
             self._fill(self._min_idle)
 
@@ -632,8 +632,42 @@ class Pool:
                 leaks_reported=self._leaks_reported,
             )
 
-    def _leak_timeout_value(self):
-        return self._leak_timeout
+    def _housekeep(self):
+        """Background chores: report leaks, close idle connections past their idle time or
+        lifetime, and open connections back up to ``min_idle``."""
+        self._check_leaks()
+        self._maintain()
+
+    def _maintain(self):
+        if self._closed:
+            return
+        doomed = []
+        with self._lock:
+            now = self._clock()
+            keep = []
+            for entry in self._idle:  # least recently used first
+                if now >= entry.expires_at:
+                    self._forget(entry, _MAX_LIFETIME)
+                elif (
+                    now - entry.idle_since >= self._max_idle_time
+                    and self._open > self._min_idle
+                ):
+                    self._forget(entry, _MAX_IDLE_TIME)
+                else:
+                    keep.append(entry)
+                    continue
+                doomed.append(entry)
+            self._idle[:] = keep
+            missing = 0
+            if not self._closed and not self._waiters:
+                missing = self._min_idle - self._open - self._pending
+        for entry in doomed:
+            policy.close_quietly(self._close, entry.conn)
+        for _ in range(missing):
+            with self._lock:
+                if not self._reserve():
+                    return
+            self.release(self._create())
 
     def _check_leaks(self):
         """Report (once each) connections held longer than ``leak_timeout``."""

@@ -12,8 +12,9 @@ Settings, against their ``database/sql`` / HikariCP / psycopg_pool names:
 fastio              database/sql / HikariCP           meaning
 ==================  ================================  ==========================================
 max_size            SetMaxOpenConns / maximumPoolSize connections open or being created, at most
-min_idle            - / minimumIdle                   idle connections opened at construction,
-                                                      and kept from ``max_idle_time`` expiry
+min_idle            - / minimumIdle                   connections opened at construction and
+                                                      kept open by the housekeeper (never closed
+                                                      for ``max_idle_time`` below it)
 max_idle            SetMaxIdleConns / -               idle ones beyond this are closed on return
 max_lifetime        SetConnMaxLifetime / maxLifetime  age after which a connection is closed
                                                       instead of reused (minus a random jitter up
@@ -31,6 +32,11 @@ is_broken           driver.ErrBadConn                 which exceptions in ``conn
 leak_timeout        - / leakDetectionThreshold        report a connection held longer, with the
                                                       traceback of its acquire
 ==================  ================================  ==========================================
+
+A connection past its lifetime or idle time is never handed out; a daemon housekeeper thread
+(one per process, started only for pools that need it, as ``database/sql``'s cleaner) also closes
+such idle connections in the background, every half of ``min(max_idle_time, max_lifetime)``,
+restores ``min_idle``, and looks for leaks every quarter of ``leak_timeout``.
 
 Example::
 

@@ -512,6 +512,66 @@ def test_min_idle_is_kept_from_idle_expiry(fio):
     assert pool.stats().closed_max_idle_time == 0
 
 
+def test_housekeeping_closes_idle_and_expired_connections(fio):
+    clock = FakeClock()
+    pool = fio.Pool(
+        Factory(),
+        max_size=4,
+        max_idle_time=30.0,
+        max_lifetime=100.0,
+        lifetime_jitter=0.0,
+        clock=clock,
+    )
+    conns = [pool.acquire() for _ in range(3)]
+    for conn in conns:
+        pool.release(conn)
+    clock.advance(29.0)
+    pool._housekeep()
+    assert pool.stats().idle == 3
+    clock.advance(2.0)
+    pool._housekeep()
+    s = pool.stats()
+    assert (s.open, s.idle, s.closed_max_idle_time) == (0, 0, 3)
+    assert all(conn.closes == 1 for conn in conns)
+
+
+def test_housekeeping_keeps_min_idle(fio):
+    clock = FakeClock()
+    factory = Factory()
+    pool = fio.Pool(
+        factory,
+        max_size=4,
+        min_idle=2,
+        max_idle_time=30.0,
+        max_lifetime=100.0,
+        lifetime_jitter=0.0,
+        clock=clock,
+    )
+    conns = [pool.acquire() for _ in range(3)]
+    for conn in conns:
+        pool.release(conn)
+    clock.advance(31.0)
+    pool._housekeep()  # idle too long, but only down to min_idle: the LRU one goes
+    s = pool.stats()
+    assert (s.open, s.idle, s.closed_max_idle_time) == (2, 2, 1)
+    assert conns[0].closed and not conns[2].closed
+    clock.advance(70.0)
+    pool._housekeep()  # past their lifetime: closed, and min_idle opened again
+    s = pool.stats()
+    assert (s.open, s.idle, s.closed_max_lifetime, s.created) == (2, 2, 2, 5)
+    assert all(conn.closed for conn in conns)
+    assert_adds_up(s)
+
+
+def test_housekeeping_runs_in_the_background(fio):
+    pool = fio.Pool(Factory(), max_idle_time=0.05)
+    conn = pool.acquire()
+    pool.release(conn)
+    wait_until(lambda: conn.closed)
+    s = pool.stats()
+    assert (s.open, s.closed_max_idle_time) == (0, 1)
+
+
 # --- connection() and errors ------------------------------------------------------------------
 
 
