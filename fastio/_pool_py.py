@@ -648,10 +648,7 @@ class Pool:
             for entry in self._idle:  # least recently used first
                 if now >= entry.expires_at:
                     self._forget(entry, _MAX_LIFETIME)
-                elif (
-                    now - entry.idle_since >= self._max_idle_time
-                    and self._open > self._min_idle
-                ):
+                elif now - entry.idle_since >= self._max_idle_time and self._open > self._min_idle:
                     self._forget(entry, _MAX_IDLE_TIME)
                 else:
                     keep.append(entry)
