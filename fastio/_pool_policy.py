@@ -384,22 +384,27 @@ if hasattr(os, "register_at_fork"):
 # --- sockets ----------------------------------------------------------------------------------
 
 
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+
+
 def socket_is_alive(sock):
     """The default check of ``SocketPool``: a non-blocking ``MSG_PEEK`` receive. EOF (the
     server closed the socket while it sat idle), unexpected bytes, or an error mean the
     connection is not fit to hand out; "would block" means it is."""
     timeout = sock.gettimeout()
-    if timeout:
-        # A socket with a timeout polls before it receives; a peek must not wait.
+    # A socket with a timeout polls before it receives, and without MSG_DONTWAIT (Windows) a
+    # blocking one would wait: the peek is made on a non-blocking socket then.
+    switch = timeout != 0.0 and (timeout is not None or not _DONTWAIT)
+    if switch:
         sock.settimeout(0.0)
     try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        sock.recv(1, socket.MSG_PEEK | _DONTWAIT)
     except (BlockingIOError, InterruptedError):
         return True
     except OSError:
         return False
     finally:
-        if timeout:
+        if switch:
             sock.settimeout(timeout)
     return False
 

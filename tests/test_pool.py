@@ -1129,6 +1129,30 @@ def test_socket_pool_keeps_healthy_idle_sockets(fio, server):
     pool.close()
 
 
+@pytest.mark.parametrize("timeout", [None, 0.0, 5.0])
+def test_default_socket_check(fio, tcp_pair, timeout):
+    alive = _impl.twin_module("pool", fio.IMPLEMENTATION).socket_is_alive
+    client, peer = tcp_pair
+    client.settimeout(timeout)
+    t0 = time.monotonic()
+    assert alive(client) is True
+    assert time.monotonic() - t0 < 2.0  # never waits for the socket's timeout
+    assert client.gettimeout() == timeout  # left as it was
+    peer.sendall(b"x")
+    wait_until(lambda: alive(client) is False)  # unexpected bytes
+    assert client.recv(1) == b"x"
+    assert alive(client) is True
+    peer.close()
+    wait_until(lambda: alive(client) is False)  # EOF
+    assert client.gettimeout() == timeout
+    client.close()
+    try:
+        verdict = alive(client)
+    except OSError:  # a closed socket: EBADF is a failed check too
+        verdict = False
+    assert verdict is False
+
+
 @pytest.mark.parametrize(
     "key, error",
     [
