@@ -8,6 +8,7 @@ needs no C and is written once.
 """
 
 import _thread
+import dis
 import functools
 import logging
 import math
@@ -34,6 +35,7 @@ __all__ = [
     "close_quietly",
     "default_close",
     "default_is_broken",
+    "format_stack",
     "lifetime_deadline",
     "make_keyed_pools",
     "pool_closed",
@@ -251,20 +253,47 @@ def pool_closed():
 # --- leak reports -----------------------------------------------------------------------------
 
 
-def capture_stack(limit=48):
-    """Where an acquire happened: (filename, lineno, name) of its frames, cheap to take (the
-    source lines are looked up only when a leak is reported). The pool's own frames are left
-    out."""
+def capture_stack(limit=32):
+    """Where an acquire happened, cheap to take: a flat list ``[code, lasti, ...]`` of the
+    caller's frames, innermost first (line numbers are worked out only when a leak is
+    reported, from each code object's line table). The pool's own frames are left out."""
     frame = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename in _POOL_FILES:
         frame = frame.f_back
     stack = []
-    while frame is not None and len(stack) < limit:
-        code = frame.f_code
-        stack.append((code.co_filename, frame.f_lineno, code.co_name))
+    append = stack.append
+    while frame is not None and limit:
+        append(frame.f_code)
+        append(frame.f_lasti)
         frame = frame.f_back
-    stack.reverse()
+        limit -= 1
     return stack
+
+
+def _line_of(code, lasti):
+    """The source line of bytecode offset ``lasti`` in ``code``."""
+    line = None
+    if hasattr(code, "co_lines"):  # 3.10+
+        for start, end, lineno in code.co_lines():
+            if start <= lasti < end:
+                line = lineno
+                break
+    else:
+        for offset, lineno in dis.findlinestarts(code):
+            if offset > lasti:
+                break
+            line = lineno
+    return code.co_firstlineno if line is None else line
+
+
+def format_stack(stack):
+    """The traceback lines of a stack from ``capture_stack`` (outermost first)."""
+    frames = [
+        (code.co_filename, _line_of(code, lasti), code.co_name, None)
+        for code, lasti in zip(stack[0::2], stack[1::2])
+    ]
+    frames.reverse()
+    return "".join(traceback.StackSummary.from_list(frames).format())
 
 
 _POOL_FILES = {
@@ -277,10 +306,7 @@ def report_leak(conn, held, leak_timeout, stack):
     """Report once that ``conn`` was held ``held`` seconds (> ``leak_timeout``): a
     ``ResourceWarning`` and a warning on the ``fastio.pool`` logger, with the acquire's
     traceback. The connection is not taken away."""
-    summary = traceback.StackSummary.from_list(
-        [(filename, lineno, name, None) for filename, lineno, name in (stack or ())]
-    )
-    where = "".join(summary.format()) or "  (stack not captured)\n"
+    where = format_stack(stack or ()) or "  (stack not captured)\n"
     message = (
         f"fastio pool: connection {conn!r} held for {held:.3f} s, longer than "
         f"leak_timeout={leak_timeout:g} s; acquired at:\n{where}"

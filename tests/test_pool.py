@@ -683,8 +683,10 @@ def test_leak_is_reported_once_with_the_acquire_traceback(fio, caplog):
         assert pool.stats().leaks_reported == 1  # once
     records = [r for r in caplog.records if r.name == "fastio.pool"]
     assert len(records) == 1
-    assert "leaky_caller" in records[0].getMessage()
-    assert "test_pool.py" in records[0].getMessage()
+    message = records[0].getMessage()
+    assert "leaky_caller" in message and "test_pool.py" in message
+    assert f"line {leaky_caller.__code__.co_firstlineno + 1}, in leaky_caller" in message
+    assert "return pool.acquire()" in message  # the source line of the acquire
     assert any(issubclass(w.category, ResourceWarning) for w in caught)
     assert not conn.closed and pool.stats().in_use == 1  # not taken away
     pool.release(conn)

@@ -131,13 +131,18 @@ def uncontended(full=False):
     for variant in twin_variants(lambda twin: _with_loop(all_features(twin).connection, n)):
         variant.label += " with connection()"
         variants.append(variant)
-    for variant in twin_variants(
-        lambda twin: (lambda pool: _pair_loop(pool.acquire, pool.release, n))(
-            all_features(twin, reset=lambda conn: None, leak_timeout=60.0)
-        )
+    for suffix, extra in (
+        (" +reset", {"reset": lambda conn: None}),
+        (" +leak_timeout", {"leak_timeout": 60.0}),
     ):
-        variant.label += " +reset +leak_timeout"
-        variants.append(variant)
+
+        def with_extra(twin, extra=extra):
+            pool = all_features(twin, **extra)
+            return _pair_loop(pool.acquire, pool.release, n)
+
+        for variant in twin_variants(with_extra):
+            variant.label += suffix
+            variants.append(variant)
     lifo = LifoQueuePool(Conn, 4)
     locked = LockListPool(Conn, 4)
     variants += [
