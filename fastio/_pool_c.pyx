@@ -652,6 +652,10 @@ cdef class Pool:
                 self._limit.freed()
             _close_quietly(self._close, conn)
             raise policy.pool_closed()
+        if entry.key in self._entries:
+            self._create_failures += 1
+            self._slot_freed()
+            raise ValueError(f"factory returned {conn!r}, a connection the pool already holds")
         self._entries[entry.key] = entry
         self._open += 1
         self._created += 1

@@ -371,6 +371,53 @@ def test_a_failing_factory_wakes_a_waiter(fio):
     assert (s.open, s.in_use, s.create_failures, s.created) == (1, 1, 1, 1)
 
 
+def test_a_factory_returning_a_pooled_connection_is_refused(fio):
+    single = Conn()
+    pool = fio.Pool(lambda: single, max_size=2)
+    assert pool.acquire() is single
+    with pytest.raises(ValueError, match="already holds"):
+        pool.acquire()
+    s = pool.stats()
+    assert (s.open, s.in_use, s.created, s.create_failures) == (1, 1, 1, 1)
+    assert not single.closed
+    pool.release(single)
+
+
+def test_both_twins_count_the_same(fio):
+    """The same operations move the registry's counters (``fastio.stats()``) alike."""
+    impl = fio.IMPLEMENTATION
+    before = fastio._stats.snapshot(impl)["pool"]
+    verdicts = [False]
+    pool = fio.Pool(Factory(fail=1), max_size=2, check=lambda c: verdicts.pop() if verdicts else 1)
+    with pytest.raises(ConnectionRefusedError):
+        pool.acquire()
+    a, b = pool.acquire(), pool.acquire()
+    with pytest.raises(fio.PoolTimeout):
+        pool.acquire(timeout=0.01)
+    pool.release(a)
+    pool.release(b, discard=True)
+    pool.release(pool.acquire())  # a: its check fails once, then a new one is made
+    pool.close()
+    after = fastio._stats.snapshot(impl)["pool"]
+    delta = {name: after[name] - before[name] for name in after}
+    assert delta == {
+        "calls": 3,
+        "bytes": 0,
+        "syscalls": 0,
+        "would_block": 0,
+        "eintr": 0,
+        "partial": 0,
+        "fallbacks": 0,
+        "acquires": 3,
+        "releases": 3,
+        "waits": 1,
+        "timeouts": 1,
+        "created": 3,
+        "closed": 3,
+        "check_failures": 1,
+    }
+
+
 # --- checks -----------------------------------------------------------------------------------
 
 
