@@ -794,6 +794,9 @@ cdef class Pool:
         """A ``PoolStats`` snapshot; also reports connections held past ``leak_timeout``."""
         if self._leak_timeout > 0.0:
             self._check_leaks()
+        return self._snapshot()
+
+    cdef object _snapshot(self):
         cdef Py_ssize_t idle = self._n_idle
         return PoolStats(
             max_size=self._max_size,
@@ -920,7 +923,7 @@ cdef class Pool:
         self.close()
 
     def __repr__(self):
-        return f"<{type(self).__name__} {self.stats()}>"
+        return f"<{type(self).__name__} {self._snapshot()}>"
 
 
 def socket_is_alive(sock):

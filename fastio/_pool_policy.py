@@ -577,7 +577,10 @@ def make_keyed_pools(pool_class, limit_class, module_name, socket_check):
             self.close()
 
         def __repr__(self):
-            return f"<{type(self).__name__} keys={len(self._pools)} {self.stats()}>"
+            pools = list(self._pools.values())
+            max_size = self._max_total or self._max_per_key * len(pools)
+            totals = PoolStats.total([p._snapshot() for p in pools], max_size)
+            return f"<{type(self).__name__} keys={len(pools)} {totals}>"
 
     class SocketPool(KeyedPool):
         """A keyed pool of TCP connections by ``(host, port)``.

@@ -616,6 +616,9 @@ class Pool:
         """A ``PoolStats`` snapshot; also reports connections held past ``leak_timeout``."""
         if self._leak_timeout:
             self._check_leaks()
+        return self._snapshot()
+
+    def _snapshot(self):
         with self._lock:
             idle = len(self._idle)
             return PoolStats(
@@ -730,7 +733,7 @@ class Pool:
         self.close()
 
     def __repr__(self):
-        return f"<{type(self).__name__} {self.stats()}>"
+        return f"<{type(self).__name__} {self._snapshot()}>"
 
 
 def socket_is_alive(sock):
