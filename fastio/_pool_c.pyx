@@ -796,7 +796,7 @@ cdef class Pool:
             self._check_leaks()
         return self._snapshot()
 
-    cdef object _snapshot(self):
+    def _snapshot(self):
         cdef Py_ssize_t idle = self._n_idle
         return PoolStats(
             max_size=self._max_size,

@@ -1058,6 +1058,21 @@ def test_fork_child_keyed_pool_starts_fresh(fio):
     pool.release(out)
 
 
+def test_reprs_show_the_stats_without_side_effects(fio, caplog):
+    clock = FakeClock()
+    pool = fio.Pool(Factory(), leak_timeout=1.0, clock=clock)
+    keyed = fio.KeyedPool(Factory(), max_total=3)
+    keyed.release(keyed.acquire("a"))
+    conn = pool.acquire()
+    clock.advance(5.0)
+    assert "in_use=1" in repr(pool) and "idle=1" in repr(keyed) and "keys=1" in repr(keyed)
+    assert pool._snapshot().leaks_reported == 0  # repr does not report leaks; stats() does
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert pool.stats().leaks_reported == 1
+    pool.release(conn)
+
+
 def test_keyed_pool_validates_settings(fio):
     with pytest.raises(ValueError):
         fio.KeyedPool(Factory(), max_per_key=0)
