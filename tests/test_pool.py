@@ -1060,11 +1060,11 @@ def test_fork_child_keyed_pool_starts_fresh(fio):
 
 def test_reprs_show_the_stats_without_side_effects(fio, caplog):
     clock = FakeClock()
-    pool = fio.Pool(Factory(), leak_timeout=1.0, clock=clock)
+    pool = fio.Pool(Factory(), leak_timeout=120.0, clock=clock)  # scanned every 30 s
     keyed = fio.KeyedPool(Factory(), max_total=3)
     keyed.release(keyed.acquire("a"))
     conn = pool.acquire()
-    clock.advance(5.0)
+    clock.advance(500.0)
     assert "in_use=1" in repr(pool) and "idle=1" in repr(keyed) and "keys=1" in repr(keyed)
     assert pool._snapshot().leaks_reported == 0  # repr does not report leaks; stats() does
     with warnings.catch_warnings():
