@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import random
+import select
 import shutil
 import signal
 import socket
@@ -271,7 +272,7 @@ def test_timeout_is_never_early_and_says_the_stats(fio, timeout):
     s = pool.stats()
     assert s.waiting == 0 and s.wait_count == (1 if timeout else 0)
     if timeout:
-        assert s.wait_duration >= timeout
+        assert s.wait_duration >= timeout - 0.001  # measured from the wait's own start
     pool.release(held)
     assert pool.acquire(timeout=0) is held
 
@@ -1172,8 +1173,8 @@ def test_socket_pool_replaces_a_socket_with_unexpected_bytes(fio, server):
     key = server.address
     sock = pool.acquire(key)
     sock.sendall(b"ping\n")  # the answer is never read: it waits in the socket
+    wait_until(lambda: select.select([sock], [], [], 0)[0])
     pool.release(sock)
-    time.sleep(0.05)
     with pool.connection(key) as fresh:
         assert fresh is not sock and ask(fresh) == b"ok\n"
     assert pool.stats().check_failures == 1
@@ -1181,14 +1182,14 @@ def test_socket_pool_replaces_a_socket_with_unexpected_bytes(fio, server):
 
 
 def test_socket_pool_keeps_healthy_idle_sockets(fio, server):
-    pool = fio.SocketPool(timeout=2.0)
+    pool = fio.SocketPool(timeout=20.0)
     key = server.address
     with pool.connection(key) as first:
         ask(first)
     t0 = time.monotonic()
     with pool.connection(key) as again:
         assert again is first
-    assert time.monotonic() - t0 < 1.5  # the peek must not wait for the socket timeout
+    assert time.monotonic() - t0 < 10.0  # the peek must not wait for the socket timeout
     assert pool.stats().check_failures == 0
     pool.close()
 
