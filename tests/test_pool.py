@@ -1157,8 +1157,7 @@ def test_socket_pool_replaces_sockets_the_server_closed(fio, server):
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         pool.release(sock)
     server.drop_clients()
-    wait_until(lambda: server.clients == [])
-    time.sleep(0.05)  # let the FINs arrive
+    wait_until(lambda: all(select.select([s], [], [], 0)[0] for s in socks))  # EOF arrived
     with pool.connection(key) as sock:
         assert sock not in socks
         assert ask(sock) == b"ok\n"
