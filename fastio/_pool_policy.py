@@ -521,7 +521,7 @@ def make_keyed_pools(pool_class, limit_class, module_name, socket_check):
 
         def acquire(self, key, timeout=None):
             """A connection for ``key`` (see ``Pool.acquire``)."""
-            pool = self._pool(key)
+            pool = self._pools.get(key) or self._pool(key)
             conn = pool.acquire(timeout)
             self._owner[id(conn)] = pool
             return conn
@@ -533,11 +533,14 @@ def make_keyed_pools(pool_class, limit_class, module_name, socket_check):
                 if self._forked:
                     return  # the parent's: forgotten, not closed
                 raise ValueError(f"{conn!r} was not acquired from this pool")
-            pool.release(conn, discard=discard)
+            if discard:
+                pool.release(conn, discard=True)
+            else:
+                pool.release(conn)
 
         def connection(self, key, timeout=None):
             """``with pool.connection(key) as conn:`` (see ``Pool.connection``)."""
-            return self._pool(key).connection(timeout)
+            return (self._pools.get(key) or self._pool(key)).connection(timeout)
 
         def stats(self, key=None):
             """One key's ``PoolStats``, or (``key=None``) the totals of every key, whose
