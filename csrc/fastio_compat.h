@@ -327,4 +327,21 @@ static inline double fio_monotonic(void)
 }
 #endif
 
+/* --- pool (fastio/_pool_c.pyx) ------------------------------------------------------------ */
+#if !FIO_WINDOWS
+/* A cheap monotonic clock for connection ages (lifetime, idle time, check_after): a few ns
+ * where the kernel offers a coarse clock (its resolution, a few ms, is plenty for ages);
+ * deadlines keep using fio_monotonic(). */
+static inline double fio_monotonic_coarse(void)
+{
+    struct timespec ts;
+#  ifdef CLOCK_MONOTONIC_COARSE
+    if (clock_gettime(CLOCK_MONOTONIC_COARSE, &ts) == 0)
+        return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+#  endif
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+#endif
+
 #endif /* FASTIO_COMPAT_H */

@@ -13,6 +13,7 @@ from ._impl import IMPLEMENTATION
 from ._info import info
 from ._profile import ProfileReport, profile
 from ._stats import snapshot as _snapshot
+from .pool import KeyedPool, Pool, PoolStats, SocketPool
 
 __version__ = "0.1.0.dev0"
 
@@ -32,10 +33,14 @@ def stats(reset=False):
 __all__ = [
     "IMPLEMENTATION",
     "IncompleteReadError",
+    "KeyedPool",
     "LimitOverrunError",
+    "Pool",
     "PoolClosed",
+    "PoolStats",
     "PoolTimeout",
     "ProfileReport",
+    "SocketPool",
     "__version__",
     "info",
     "profile",

@@ -93,3 +93,9 @@ cdef inline int run_signal_handlers(long long transferred) except -1:
     except BaseException as exc:
         raise with_progress(exc, transferred)
     return 0
+
+
+# --- pool (fastio/_pool_c.pyx) ---
+cdef extern from "fastio_compat.h" nogil:
+    const int MSG_PEEK
+    double fio_monotonic_coarse()

@@ -12,7 +12,10 @@ import types
 ALLOWED = ("c", "python")
 
 #: One trio per primitive: ``fastio._<name>_c`` (Cython), ``fastio._<name>_py`` (Python).
-PRIMITIVES = ("sys",)
+PRIMITIVES = (
+    "sys",
+    "pool",
+)
 
 #: Native modules outside the twin pattern that a native build must also have.
 NATIVE_SUPPORT = ("profile",)

@@ -1,0 +1,952 @@
+"""Native twin of the connection pool: the state machine of ``_pool_py.py`` in C fields.
+
+Acquire and release take no Python-level lock. Under the GIL each critical section below is a
+run of C code that executes no Python bytecode (list pop/append, dict lookups with int keys,
+C field updates), so no other thread can interleave; user code (factory, check, reset, close,
+an injected clock, leak stack capture) runs before or after those sections, when the books are
+consistent. Each section is marked ``critical section``: a free-threaded build needs
+``with cython.critical_section(self):`` there (and, for the pools of a keyed pool, a section
+on their shared ``Limit``). This module is not declared free-threading compatible, so such a
+build re-enables the GIL on import until then.
+
+Only waiting blocks: each waiter has its own lock, released by whoever hands it a connection,
+a free slot, or the news that the pool closed; waiters are served first come, first served.
+"""
+
+cimport cython
+from cpython.list cimport PyList_GET_ITEM, PyList_SET_ITEM
+from cpython.long cimport PyLong_FromVoidPtr
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
+from libc.errno cimport EAGAIN, EINTR, errno
+from libc.string cimport memmove
+
+cdef extern from "<errno.h>":
+    const int EWOULDBLOCK
+
+cdef extern from "Python.h":
+    ctypedef struct PyListObject:
+        PyObject **ob_item
+
+import _thread
+import collections
+
+from fastio import _pool_policy as policy
+from fastio import _stats
+from fastio._errors import PoolClosed, PoolTimeout
+from fastio._pool_policy import CLOSED, SLOT, PoolStats
+
+from fastio._compat cimport (
+    FIO_PRIM_POOL,
+    MSG_DONTWAIT,
+    MSG_PEEK,
+    fio_monotonic,
+    fio_monotonic_coarse,
+    fio_profile_attach,
+    fio_recv,
+    fio_ssize_t,
+)
+from fastio._policy cimport fileno_of
+
+__all__ = ["KeyedPool", "Pool", "PoolClosed", "PoolStats", "PoolTimeout", "SocketPool"]
+
+fio_profile_attach(FIO_PRIM_POOL)
+
+
+cdef struct PoolCounters:
+    unsigned long long calls
+    unsigned long long bytes
+    unsigned long long syscalls
+    unsigned long long would_block
+    unsigned long long eintr
+    unsigned long long partial
+    unsigned long long fallbacks
+    unsigned long long acquires
+    unsigned long long releases
+    unsigned long long waits
+    unsigned long long timeouts
+    unsigned long long created
+    unsigned long long closed
+    unsigned long long check_failures
+
+cdef PoolCounters _c
+
+
+def _snapshot(bint reset=False):
+    global _c
+    values = dict(_c)
+    if reset:
+        _c = PoolCounters(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    return values
+
+
+_snapshot(True)
+_stats.register("c", "pool", _snapshot)
+
+# Why a connection is closed: the PoolStats counter it adds to.
+cdef enum:
+    NOT_COUNTED = -1
+    MAX_IDLE = 0
+    MAX_IDLE_TIME = 1
+    MAX_LIFETIME = 2
+    BROKEN = 3
+    POOL_CLOSED = 4
+
+# What one pass of acquire decided.
+cdef enum:
+    M_NONE = 0
+    M_GOT = 1
+    M_CHECK = 2
+    M_CREATE = 3
+    M_WAIT = 4
+    M_TIMEOUT = 5
+    M_ALLOCATE = 6
+
+cdef object _SLOT = SLOT
+cdef object _CLOSED = CLOSED
+cdef double _TIMEOUT_MAX = _thread.TIMEOUT_MAX
+cdef object _allocate_lock = _thread.allocate_lock
+cdef object _close_quietly = policy.close_quietly
+
+
+cdef class _Entry:
+    """A pooled connection and what the pool knows of it."""
+
+    cdef object conn
+    cdef object key  # id(conn), the key of Pool._entries
+    cdef double expires_at
+    cdef double idle_since
+    cdef double acquired_at
+    cdef object stack
+    cdef bint in_use
+    cdef bint reported
+
+    def __cinit__(self, conn, double expires_at):
+        self.conn = conn
+        self.key = PyLong_FromVoidPtr(<void *>conn)
+        self.expires_at = expires_at
+        self.in_use = True
+
+
+@cython.final
+cdef class _Waiter:
+    """One blocked acquire: its own lock, released by whoever hands it a result."""
+
+    cdef object lock
+    cdef object result
+
+    def __cinit__(self):
+        self.lock = _allocate_lock()
+        self.lock.acquire()
+
+    cdef void hand(self, object result):
+        self.result = result
+        self.lock.release()
+
+
+cdef class Pool
+
+
+cdef class Limit:
+    """The global bound of a keyed pool (``max_total``), shared by its pools."""
+
+    cdef readonly Py_ssize_t max_total  # 0: no global limit
+    cdef readonly Py_ssize_t total  # connections of every key, open or being created
+    cdef object wanting  # deque of pools whose waiters wait for global room
+    cdef list pools
+    cdef object __weakref__
+
+    def __init__(self, Py_ssize_t max_total):
+        self.max_total = max_total
+        self.total = 0
+        self.wanting = collections.deque()
+        self.pools = []
+        policy.track(self, first=True)
+
+    def add(self, pool):
+        self.pools.append(pool)
+
+    cdef bint reserve(self):
+        if self.max_total and self.total >= self.max_total:
+            return False
+        self.total += 1
+        return True
+
+    cdef void freed(self):
+        """A connection (or a slot being created) of some key is gone: give the room to the
+        key that has waited longest, if any."""
+        self.total -= 1
+        while self.wanting:
+            pool = self.wanting.popleft()
+            if (<Pool>pool)._grant_slot():
+                self.total += 1
+                return
+
+    cdef _Entry steal(self, Pool thief):
+        """Take the least recently used idle connection of another key, to close it."""
+        cdef Pool pool
+        cdef _Entry entry
+        for pool in self.pools:
+            if pool is not thief and pool._n_idle:
+                entry = pool._pop_lru()
+                pool._forget(entry, MAX_IDLE)
+                return entry
+        return None
+
+    def _after_fork(self):
+        self.total = 0
+        self.wanting.clear()
+
+
+@cython.freelist(8)
+@cython.final
+cdef class _Lease:
+    """``with pool.connection() as conn``: acquire on entry, release on exit."""
+
+    cdef Pool pool
+    cdef object timeout
+    cdef object conn
+
+    def __enter__(self):
+        self.conn = self.pool._acquire(self.timeout)
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        cdef bint discard = False
+        conn = self.conn
+        self.conn = None
+        if exc is not None:
+            if isinstance(exc, Exception):
+                is_broken = self.pool._is_broken
+                discard = (
+                    isinstance(exc, OSError) if is_broken is None else bool(is_broken(exc))
+                )
+            else:
+                discard = True  # KeyboardInterrupt & co: the conversation may be cut midway
+        self.pool._release(conn, discard)
+        return False
+
+
+cdef class Pool:
+    """A pool of reusable connections made by ``factory()``; see ``fastio.pool.Pool``."""
+
+    cdef object _factory
+    cdef object _check
+    cdef object _reset
+    cdef object _close
+    cdef object _is_broken
+    cdef object _clock  # None: CLOCK_MONOTONIC read in C
+    cdef Limit _limit
+    cdef readonly object _config
+    cdef Py_ssize_t _max_size
+    cdef Py_ssize_t _min_idle
+    cdef Py_ssize_t _max_idle
+    cdef double _max_lifetime
+    cdef double _max_idle_time
+    cdef double _acquire_timeout
+    cdef double _check_after
+    cdef double _leak_timeout
+    cdef double _jitter
+
+    # MRU stack of _Entry: _idle[:_n_idle], the top is the most recently returned. The list
+    # keeps max_size slots so that a pop to empty and the next push never reallocate.
+    cdef list _idle
+    cdef Py_ssize_t _n_idle
+    cdef dict _entries  # id(conn) -> _Entry, every open connection
+    cdef object _waiters  # deque of _Waiter, oldest first
+    cdef Py_ssize_t _open
+    cdef Py_ssize_t _pending  # being created: they count against max_size
+    cdef bint _closed
+    cdef bint _forked
+    # The entry last handed out: release checks it before the id() lookup (a release usually
+    # returns the connection acquired last in that pool: one thread's checkout and return).
+    cdef _Entry _last
+
+    cdef unsigned long long _wait_count
+    cdef double _wait_duration
+    cdef unsigned long long _created
+    cdef unsigned long long _create_failures
+    cdef unsigned long long _check_failures
+    cdef unsigned long long _closed_max_idle
+    cdef unsigned long long _closed_max_idle_time
+    cdef unsigned long long _closed_max_lifetime
+    cdef unsigned long long _closed_broken
+    cdef unsigned long long _leaks_reported
+
+    cdef object __weakref__
+
+    def __init__(
+        self,
+        factory,
+        *,
+        max_size=10,
+        min_idle=0,
+        max_idle=None,
+        max_lifetime=None,
+        max_idle_time=None,
+        acquire_timeout=30.0,
+        check=None,
+        check_after=None,
+        reset=None,
+        close=None,
+        is_broken=None,
+        leak_timeout=None,
+        lifetime_jitter=0.05,
+        clock=None,
+        Limit _limit=None,
+    ):
+        config = policy.pool_config(
+            factory,
+            max_size,
+            min_idle,
+            max_idle,
+            max_lifetime,
+            max_idle_time,
+            acquire_timeout,
+            check,
+            check_after,
+            reset,
+            close,
+            is_broken,
+            leak_timeout,
+            lifetime_jitter,
+            clock,
+        )
+        self._config = config
+        self._factory = factory
+        self._check = check
+        self._reset = reset
+        self._close = close
+        self._is_broken = is_broken
+        self._clock = clock
+        self._limit = _limit
+        self._max_size = config.max_size
+        self._min_idle = config.min_idle
+        self._max_idle = config.max_idle
+        self._max_lifetime = config.max_lifetime
+        self._max_idle_time = config.max_idle_time
+        self._acquire_timeout = config.acquire_timeout
+        self._check_after = config.check_after
+        self._leak_timeout = config.leak_timeout
+        self._jitter = config.lifetime_jitter
+        self._reset_state()
+        policy.track(self, every=policy.housekeeping_every(config))
+        if self._min_idle:
+            self._fill(self._min_idle)
+
+    cdef void _reset_state(self):
+        self._idle = [None] * self._max_size
+        self._n_idle = 0
+        self._entries = {}
+        self._waiters = collections.deque()
+        self._open = 0
+        self._pending = 0
+        self._closed = False
+        self._forked = False
+        self._last = None
+        self._wait_count = 0
+        self._wait_duration = 0.0
+        self._created = 0
+        self._create_failures = 0
+        self._check_failures = 0
+        self._closed_max_idle = 0
+        self._closed_max_idle_time = 0
+        self._closed_max_lifetime = 0
+        self._closed_broken = 0
+        self._leaks_reported = 0
+
+    cdef inline double _now(self) except? -1.0:
+        # Connection ages: the coarse clock is plenty (deadlines use fio_monotonic).
+        if self._clock is None:
+            return fio_monotonic_coarse()
+        return float(self._clock())
+
+    # --- accounting: each of these runs inside a critical section -------------------------
+
+    cdef void _forget(self, _Entry entry, int why):
+        """Drop an entry from the books; the caller closes the connection afterwards."""
+        del self._entries[entry.key]
+        self._open -= 1
+        if why == MAX_IDLE:
+            self._closed_max_idle += 1
+        elif why == MAX_IDLE_TIME:
+            self._closed_max_idle_time += 1
+        elif why == MAX_LIFETIME:
+            self._closed_max_lifetime += 1
+        elif why == BROKEN:
+            self._closed_broken += 1
+        _c.closed += 1
+        self._slot_freed()
+
+    cdef void _slot_freed(self):
+        """A slot (an open connection or one being created) went away: hand it to the oldest
+        waiter, or to the keyed pool's next key waiting for room."""
+        cdef _Waiter waiter
+        if not self._closed and self._waiters:
+            waiter = <_Waiter>self._waiters.popleft()
+            self._pending += 1
+            waiter.hand(_SLOT)
+        elif self._limit is not None:
+            self._limit.freed()
+
+    cdef bint _grant_slot(self):
+        """The keyed pool's global limit has room for this key: give it to our oldest waiter."""
+        cdef _Waiter waiter
+        if self._closed or not self._waiters or self._open + self._pending >= self._max_size:
+            return False
+        waiter = <_Waiter>self._waiters.popleft()
+        self._pending += 1
+        waiter.hand(_SLOT)
+        return True
+
+    cdef inline _Entry _pop_mru(self):
+        # The list's reference moves to the caller; None takes the slot.
+        cdef PyObject *item
+        self._n_idle -= 1
+        item = PyList_GET_ITEM(self._idle, self._n_idle)
+        Py_INCREF(None)
+        PyList_SET_ITEM(self._idle, self._n_idle, None)
+        entry = <_Entry>item
+        Py_DECREF(entry)
+        return entry
+
+    cdef inline void _push_mru(self, _Entry entry):
+        cdef PyObject *old = PyList_GET_ITEM(self._idle, self._n_idle)
+        Py_INCREF(entry)
+        PyList_SET_ITEM(self._idle, self._n_idle, entry)
+        Py_XDECREF(old)
+        self._n_idle += 1
+
+    cdef _Entry _pop_lru(self):
+        # Shift the stack down in place: no allocation (which could run a finalizer, and so
+        # other threads, in the middle of this critical section).
+        cdef PyObject **items = (<PyListObject *>self._idle).ob_item
+        cdef PyObject *first = items[0]
+        self._n_idle -= 1
+        memmove(items, items + 1, self._n_idle * sizeof(PyObject *))
+        Py_INCREF(None)
+        items[self._n_idle] = <PyObject *>None
+        entry = <_Entry>first
+        Py_DECREF(entry)
+        return entry
+
+    cdef int _unwant(self) except -1:
+        """A waiter left: it no longer wants room under the keyed pool's global limit."""
+        if self._limit is not None:
+            try:
+                self._limit.wanting.remove(self)
+            except ValueError:
+                pass
+        return 0
+
+    cdef bint _reserve(self):
+        if self._open + self._pending >= self._max_size:
+            return False
+        if self._limit is not None and not self._limit.reserve():
+            return False
+        self._pending += 1
+        return True
+
+    cdef _Entry _put_back(self, _Entry entry, bint discard, double now):
+        """Return an entry: to the oldest waiter, to the idle stack, or to be closed (then it
+        is returned)."""
+        cdef int why
+        cdef _Waiter waiter
+        entry.in_use = False
+        entry.stack = None
+        entry.reported = False
+        if discard:
+            why = BROKEN
+        elif self._closed:
+            why = POOL_CLOSED
+        elif now >= entry.expires_at:
+            why = MAX_LIFETIME
+        elif self._waiters:
+            waiter = <_Waiter>self._waiters.popleft()
+            entry.in_use = True
+            waiter.hand(entry)
+            return None
+        elif self._n_idle >= self._max_idle or (
+            self._limit is not None and self._limit.wanting
+        ):
+            why = MAX_IDLE
+        else:
+            entry.idle_since = now
+            self._push_mru(entry)
+            return None
+        self._forget(entry, why)
+        return entry
+
+    cdef int _stamp(self, _Entry entry, double now) except -1:
+        # Not in a critical section: capturing the stack runs Python code. The stack is set
+        # last, and the leak scan only looks at entries with a stack.
+        entry.acquired_at = now
+        entry.stack = policy.capture_stack()
+        return 0
+
+    # --- acquire ----------------------------------------------------------------------------
+
+    def acquire(self, timeout=None):
+        """Check out a connection: the most recently returned idle one (closing those past
+        their lifetime or idle time, and checking one idle longer than ``check_after``), else a
+        new one, else wait first come, first served. ``timeout`` (default ``acquire_timeout``;
+        ``None`` there waits forever) is one deadline for waiting, checking and creating;
+        ``PoolTimeout`` says the pool's stats when it passes."""
+        return self._acquire(timeout)
+
+    cdef object _acquire(self, object timeout):
+        cdef double budget, deadline, now
+        cdef _Entry entry = None
+        cdef _Entry stolen
+        cdef _Waiter waiter = None
+        cdef list doomed
+        cdef int mode
+        if timeout is None:
+            budget = self._acquire_timeout
+        else:
+            budget = policy.check_timeout_arg(timeout)
+        now = self._now()
+        # The deadline is taken when first needed, before anything that can take time (a
+        # check, a wait): never early, and the fast path reads no precise clock.
+        deadline = -2.0
+        while True:
+            doomed = None
+            mode = M_NONE
+            # --- critical section ---
+            if self._closed:
+                raise policy.pool_closed()
+            while self._n_idle:
+                entry = self._pop_mru()
+                if now >= entry.expires_at:
+                    self._forget(entry, MAX_LIFETIME)
+                elif (
+                    now - entry.idle_since >= self._max_idle_time
+                    and self._open > self._min_idle
+                ):
+                    self._forget(entry, MAX_IDLE_TIME)
+                else:
+                    entry.in_use = True
+                    if self._check is not None and now - entry.idle_since >= self._check_after:
+                        mode = M_CHECK
+                    else:
+                        mode = M_GOT
+                    break
+                if doomed is None:
+                    doomed = []
+                doomed.append(entry)
+            if mode == M_NONE:
+                if self._reserve():
+                    mode = M_CREATE
+                else:
+                    stolen = None
+                    if self._limit is not None and self._open + self._pending < self._max_size:
+                        # The keyed pool is full: make room by closing another key's least
+                        # recently used idle connection, if it has one.
+                        stolen = self._limit.steal(self)
+                        if stolen is not None:
+                            if doomed is None:
+                                doomed = []
+                            doomed.append(stolen)
+                    if stolen is not None and self._reserve():
+                        mode = M_CREATE
+                    elif budget == 0.0:
+                        mode = M_TIMEOUT
+                    elif waiter is None:
+                        # Allocating could run other threads: do it outside this section,
+                        # then look again.
+                        mode = M_ALLOCATE
+                    else:
+                        self._waiters.append(waiter)
+                        if self._limit is not None and (
+                            self._open + self._pending < self._max_size
+                        ):
+                            self._limit.wanting.append(self)
+                        mode = M_WAIT
+            # --- end of critical section ---
+            if mode == M_GOT:
+                _c.acquires += 1
+                _c.calls += 1
+                self._last = entry
+                if self._leak_timeout > 0.0:
+                    self._stamp(entry, now)
+                if doomed is not None:
+                    self._close_all(doomed)
+                return entry.conn
+            if doomed is not None:
+                self._close_all(doomed)
+            if mode == M_CHECK:
+                if deadline == -2.0:
+                    deadline = -1.0 if budget < 0.0 else fio_monotonic() + budget
+                if self._run_check(entry):
+                    if self._leak_timeout > 0.0:
+                        self._stamp(entry, now)
+                    _c.acquires += 1
+                    _c.calls += 1
+                    return entry.conn
+                if deadline >= 0.0 and fio_monotonic() >= deadline:
+                    raise self._timeout(budget)
+                now = self._now()
+                continue
+            if mode == M_CREATE:
+                return self._create()
+            if mode == M_ALLOCATE:
+                waiter = _Waiter.__new__(_Waiter)
+                now = self._now()
+                continue
+            if mode == M_TIMEOUT:
+                raise self._timeout(budget)
+            if deadline == -2.0:
+                deadline = -1.0 if budget < 0.0 else fio_monotonic() + budget
+            result = self._wait(waiter, deadline, budget)
+            if result is _SLOT:
+                return self._create()
+            entry = <_Entry>result
+            if self._leak_timeout > 0.0:
+                self._stamp(entry, self._now())
+            _c.acquires += 1
+            _c.calls += 1
+            return entry.conn
+
+    cdef int _close_all(self, list doomed) except -1:
+        cdef _Entry entry
+        for entry in doomed:
+            _close_quietly(self._close, entry.conn)
+        return 0
+
+    cdef bint _run_check(self, _Entry entry) except -1:
+        """Run ``check`` on an idle connection (already counted as in use); a failure closes
+        it. Returns whether it passed."""
+        try:
+            ok = self._check(entry.conn)
+        except Exception:
+            ok = False
+        except BaseException:
+            self._forget(entry, BROKEN)
+            _close_quietly(self._close, entry.conn)
+            raise
+        if ok is None or ok:
+            return True
+        # --- critical section ---
+        self._check_failures += 1
+        _c.check_failures += 1
+        self._forget(entry, NOT_COUNTED)
+        # --- end ---
+        _close_quietly(self._close, entry.conn)
+        return False
+
+    cdef object _create(self):
+        """Make a connection in the slot this thread reserved (no lock is held)."""
+        cdef _Entry entry
+        cdef double now
+        try:
+            conn = self._factory()
+            now = self._now()
+            expires_at = policy.lifetime_deadline(now, self._max_lifetime, self._jitter)
+        except BaseException:
+            # --- critical section ---
+            self._pending -= 1
+            self._create_failures += 1
+            self._slot_freed()
+            raise
+        entry = _Entry.__new__(_Entry, conn, expires_at)
+        # --- critical section ---
+        self._pending -= 1
+        if self._closed:
+            if self._limit is not None:
+                self._limit.freed()
+            _close_quietly(self._close, conn)
+            raise policy.pool_closed()
+        if entry.key in self._entries:
+            self._create_failures += 1
+            self._slot_freed()
+            raise ValueError(f"factory returned {conn!r}, a connection the pool already holds")
+        self._entries[entry.key] = entry
+        self._open += 1
+        self._created += 1
+        self._last = entry
+        # --- end ---
+        _c.created += 1
+        _c.acquires += 1
+        _c.calls += 1
+        if self._leak_timeout > 0.0:
+            self._stamp(entry, now)
+        return conn
+
+    cdef object _wait(self, _Waiter waiter, double deadline, double budget):
+        """Block until handed a connection or a slot; PoolTimeout / PoolClosed otherwise."""
+        cdef double began = fio_monotonic()
+        cdef double left
+        _c.waits += 1
+        try:
+            while True:
+                if deadline < 0.0:
+                    waiter.lock.acquire()
+                else:
+                    left = deadline - fio_monotonic()
+                    if left > 0.0:
+                        waiter.lock.acquire(True, left if left < _TIMEOUT_MAX else _TIMEOUT_MAX)
+                # --- critical section ---
+                result = waiter.result
+                if result is None:
+                    if deadline >= 0.0 and fio_monotonic() >= deadline:
+                        self._waiters.remove(waiter)
+                        self._unwant()
+                        self._wait_count += 1
+                        self._wait_duration += fio_monotonic() - began
+                        raise self._timeout(budget)
+                    continue  # woken early: the deadline has not passed
+                self._wait_count += 1
+                self._wait_duration += fio_monotonic() - began
+                # --- end ---
+                if result is _CLOSED:
+                    raise policy.pool_closed()
+                return result
+        except BaseException as exc:
+            if isinstance(exc, (PoolTimeout, PoolClosed)):
+                raise
+            # Interrupted (Ctrl-C): whatever was handed over meanwhile goes back.
+            doomed = None
+            # --- critical section ---
+            result = waiter.result
+            if result is None:
+                self._waiters.remove(waiter)
+                self._unwant()
+            elif result is _SLOT:
+                self._pending -= 1
+                self._slot_freed()
+            elif result is not _CLOSED:
+                doomed = self._put_back(<_Entry>result, False, self._now())
+            # --- end ---
+            if doomed is not None:
+                _close_quietly(self._close, (<_Entry>doomed).conn)
+            raise
+
+    cdef object _timeout(self, double budget):
+        _c.timeouts += 1
+        return policy.pool_timeout(budget, self.stats())
+
+    # --- release ----------------------------------------------------------------------------
+
+    def release(self, conn, *, bint discard=False):
+        """Return a connection: to the oldest waiter, else to the idle stack (closed instead
+        past ``max_lifetime``, over ``max_idle``, with ``discard=True``, or when the pool is
+        closed). ``reset(conn)`` runs first; if it fails the connection is discarded."""
+        self._release(conn, discard)
+
+    cdef int _release(self, object conn, bint discard) except -1:
+        cdef _Entry entry
+        cdef _Entry doomed
+        cdef double now
+        interrupt = None
+        found = self._last
+        if found is None or (<_Entry>found).conn is not conn:
+            found = self._entries.get(PyLong_FromVoidPtr(<void *>conn))
+        else:
+            self._last = None
+        if found is None or (<_Entry>found).conn is not conn or not (<_Entry>found).in_use:
+            if found is None and self._forked:
+                return 0  # the parent's connection: forgotten, not closed
+            raise ValueError(f"{conn!r} is not checked out from this pool")
+        entry = <_Entry>found
+        if self._reset is not None and not discard and not self._closed:
+            try:
+                self._reset(conn)
+            except Exception:
+                policy.logger.warning(
+                    "fastio pool: reset of %r failed; discarding it", conn, exc_info=True
+                )
+                discard = True
+            except BaseException as exc:
+                discard = True
+                interrupt = exc
+        now = self._now()
+        # --- critical section ---
+        doomed = self._put_back(entry, discard, now)
+        # --- end ---
+        _c.releases += 1
+        if doomed is not None:
+            _close_quietly(self._close, conn)
+        if interrupt is not None:
+            raise interrupt
+        return 0
+
+    def connection(self, timeout=None):
+        """``with pool.connection() as conn:`` acquire, then release on exit; an exception
+        for which ``is_broken(exc)`` is true (default: ``OSError``), or any non-``Exception``
+        such as ``KeyboardInterrupt``, discards the connection. No exception loses a slot."""
+        cdef _Lease lease = _Lease.__new__(_Lease)
+        lease.pool = self
+        lease.timeout = timeout
+        return lease
+
+    # --- the rest ---------------------------------------------------------------------------
+
+    cdef int _fill(self, Py_ssize_t count) except -1:
+        """Open ``count`` idle connections now (``min_idle`` at construction)."""
+        for _ in range(count):
+            if not self._reserve():
+                return 0
+            try:
+                conn = self._create()
+            except BaseException:
+                self.close()
+                raise
+            self._release(conn, False)
+        return 0
+
+    def stats(self):
+        """A ``PoolStats`` snapshot; also reports connections held past ``leak_timeout``."""
+        if self._leak_timeout > 0.0:
+            self._check_leaks()
+        return self._snapshot()
+
+    def _snapshot(self):
+        cdef Py_ssize_t idle = self._n_idle
+        return PoolStats(
+            max_size=self._max_size,
+            open=self._open,
+            in_use=self._open - idle,
+            idle=idle,
+            waiting=len(self._waiters),
+            wait_count=self._wait_count,
+            wait_duration=self._wait_duration,
+            created=self._created,
+            create_failures=self._create_failures,
+            check_failures=self._check_failures,
+            closed_max_idle=self._closed_max_idle,
+            closed_max_idle_time=self._closed_max_idle_time,
+            closed_max_lifetime=self._closed_max_lifetime,
+            closed_broken=self._closed_broken,
+            leaks_reported=self._leaks_reported,
+        )
+
+    def _housekeep(self):
+        """Background chores: report leaks, close idle connections past their idle time or
+        lifetime, and open connections back up to ``min_idle``."""
+        self._check_leaks()
+        self._maintain()
+
+    cdef int _maintain(self) except -1:
+        cdef PyObject **items
+        cdef Py_ssize_t i, kept = 0, n
+        cdef int why
+        cdef _Entry entry
+        cdef list doomed = []
+        cdef Py_ssize_t missing = 0
+        if self._closed:
+            return 0
+        now = self._now()
+        # --- critical section (no allocation: the stack is compacted in place) ---
+        items = (<PyListObject *>self._idle).ob_item
+        n = self._n_idle
+        for i in range(n):  # least recently used first
+            entry = <_Entry>items[i]
+            if now >= entry.expires_at:
+                why = MAX_LIFETIME
+            elif now - entry.idle_since >= self._max_idle_time and self._open > self._min_idle:
+                why = MAX_IDLE_TIME
+            else:
+                items[kept] = items[i]
+                kept += 1
+                continue
+            self._forget(entry, why)
+            doomed.append(entry)
+            Py_DECREF(entry)  # the stack's reference: its slot is reused or emptied below
+        for i in range(kept, n):
+            Py_INCREF(None)
+            items[i] = <PyObject *>None
+        self._n_idle = kept
+        if not self._closed and not self._waiters:
+            missing = self._min_idle - self._open - self._pending
+        # --- end ---
+        self._close_all(doomed)
+        for _ in range(missing):
+            if not self._reserve():
+                break
+            self._release(self._create(), False)
+        return 0
+
+    def _check_leaks(self):
+        """Report (once each) connections held longer than ``leak_timeout``."""
+        cdef _Entry entry
+        cdef double now
+        if self._leak_timeout <= 0.0:
+            return
+        now = self._now()
+        leaks = []
+        # --- critical section ---
+        for entry in list(self._entries.values()):
+            if (
+                entry.in_use
+                and not entry.reported
+                and entry.stack is not None
+                and now - entry.acquired_at >= self._leak_timeout
+            ):
+                entry.reported = True
+                self._leaks_reported += 1
+                leaks.append((entry.conn, now - entry.acquired_at, entry.stack))
+        # --- end ---
+        for conn, held, stack in leaks:
+            policy.report_leak(conn, held, self._leak_timeout, stack)
+
+    def close(self):
+        """Close the pool: waiters get ``PoolClosed``, idle connections are closed now, those
+        still out when they come back; later acquires raise ``PoolClosed``. Idempotent."""
+        cdef _Entry entry
+        cdef list doomed = []
+        # --- critical section ---
+        if self._closed:
+            return
+        self._closed = True
+        while self._waiters:
+            (<_Waiter>self._waiters.popleft()).hand(_CLOSED)
+        while self._n_idle:
+            entry = self._pop_mru()
+            self._forget(entry, POOL_CLOSED)
+            doomed.append(entry)
+        # --- end ---
+        self._close_all(doomed)
+
+    @property
+    def closed(self):
+        """Whether ``close()`` was called."""
+        return self._closed
+
+    def _after_fork(self):
+        # The child forgets the parent's connections without closing them (that would hurt
+        # the parent) and starts afresh.
+        cdef bint closed = self._closed
+        self._reset_state()
+        self._closed = closed
+        self._forked = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self._snapshot()}>"
+
+
+def socket_is_alive(sock):
+    """The default check of ``SocketPool``: a non-blocking ``MSG_PEEK`` receive in C. EOF (the
+    server closed the socket while it sat idle), unexpected bytes, or an error mean the
+    connection is not fit to hand out; "would block" means it is."""
+    cdef int fd = fileno_of(sock)
+    cdef char byte
+    cdef fio_ssize_t n
+    while True:
+        n = fio_recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT)
+        if n < 0 and errno == EINTR:
+            _c.eintr += 1
+            continue
+        break
+    _c.syscalls += 1
+    if n < 0:
+        return errno == EAGAIN or errno == EWOULDBLOCK
+    return False
+
+
+KeyedPool, SocketPool = policy.make_keyed_pools(Pool, Limit, __name__, socket_is_alive)
