@@ -11,6 +11,7 @@ from ._errors import IncompleteReadError, LimitOverrunError, PoolClosed, PoolTim
 from ._impl import IMPLEMENTATION
 from ._info import info
 from ._stats import snapshot as _snapshot
+from .ring import Reader, RingBuffer
 
 __version__ = "0.1.0.dev0"
 
@@ -29,6 +30,8 @@ __all__ = [
     "LimitOverrunError",
     "PoolClosed",
     "PoolTimeout",
+    "Reader",
+    "RingBuffer",
     "__version__",
     "info",
     "stats",
