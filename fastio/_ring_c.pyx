@@ -1,3 +1,4 @@
+# cython: binding=False
 """Native twin of ``fastio.ring``: ``RingBuffer`` and ``Reader`` (see ``fastio/ring.py``).
 
 The ring is preallocated memory (mirrored where the platform allows, see
