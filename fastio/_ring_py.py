@@ -572,6 +572,19 @@ class Reader:
     def readline(self):
         """One line including b"\\n"; at EOF the last partial line, then b""."""
         _hot[0] += 1
+        # Fast path: a whole line is buffered before the wrap.
+        ring = self.ring
+        head = ring._head
+        avail = ring._tail - head
+        if avail and not ring._closed:
+            off = head & ring._mask
+            end = off + avail
+            if end <= ring._cap:
+                found = ring._mm.find(b"\n", off, end)
+                if found >= 0:
+                    line = ring._mm[off : found + 1]
+                    ring._head = head + found + 1 - off
+                    return line
         return self._readuntil(b"\n", True)
 
     def peek(self, n):

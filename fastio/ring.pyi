@@ -1,11 +1,12 @@
+import array
+import mmap
 from collections.abc import Iterator
 from typing import Optional, Union
-
-from typing_extensions import Buffer, Self
 
 from ._errors import IncompleteReadError as IncompleteReadError
 from ._errors import LimitOverrunError as LimitOverrunError
 
+Buffer = Union[bytes, bytearray, memoryview, array.array, mmap.mmap]
 _Source = Union[int, "_HasFileno"]
 
 class _HasFileno:
@@ -32,7 +33,7 @@ class RingBuffer:
     def drain(self, target: _Source, n: Optional[int] = -1) -> int: ...
     def clear(self) -> None: ...
     def close(self) -> None: ...
-    def __enter__(self) -> Self: ...
+    def __enter__(self) -> RingBuffer: ...
     def __exit__(self, *exc_info: object) -> None: ...
 
 class Reader:

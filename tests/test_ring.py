@@ -995,3 +995,37 @@ def test_counters_are_registered(fio, socketpair):
     assert d["calls"] == 2 and d["bytes"] == 13
     if fio.IMPLEMENTATION == fastio.IMPLEMENTATION:
         assert "ring" in fastio.stats()
+
+
+def test_read_all_non_blocking_carries_what_it_took(fio, socketpair):
+    a, b = socketpair
+    a.setblocking(False)
+    data = os.urandom(2 * PAGE + 100)
+    b.sendall(data)
+    reader = fio.Reader(a, capacity=PAGE)
+    with pytest.raises(BlockingIOError) as info:
+        reader.read()
+    taken = info.value.partial
+    assert info.value.transferred == len(taken) > 0
+    assert taken + reader.ring.read() == data  # nothing lost
+
+
+def test_drain_to_a_pipe(fio, mirrored):
+    r, w = os.pipe()
+    try:
+        ring = positioned(fio, mirrored, PAGE - 1)
+        ring.write(b"to the pipe")
+        assert ring.drain(w) == 11
+        assert os.read(r, 100) == b"to the pipe"
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_reader_on_a_closed_ring(fio, socketpair):
+    a, _ = socketpair
+    reader = fio.Reader(a)
+    reader.ring.close()
+    for call in (reader.read, reader.readline, reader.read_frame, lambda: reader.readexactly(1)):
+        with pytest.raises(ValueError):
+            call()

@@ -159,6 +159,21 @@ def frames(full=False):
 
         return run
 
+    def transport_floor():
+        sock, thread = feed.connect()
+        try:
+            buffer = bytearray(CAPACITY)
+            received = 0
+            while True:
+                n = sock.recv_into(buffer)
+                if not n:
+                    break
+                received += n
+        finally:
+            sock.close()
+            thread.join()
+        _check("floor", received, len(block) * repeat)
+
     def bytearray_parser():
         sock, thread = feed.connect()
         try:
@@ -226,6 +241,7 @@ def frames(full=False):
         Variant("bytearray accumulate-and-slice", bytearray_parser),
         Variant("asyncio StreamReader.readexactly x2", asyncio_readexactly),
         Variant("sock.makefile('rb').read x2", makefile_read),
+        Variant("floor: recv_into only, no parsing", transport_floor, kind="floor"),
     ]
     try:
         results = compare(variants, rounds=5 if full else 3, units=count, unit_name="frames")
@@ -250,6 +266,16 @@ def frames(full=False):
             result.notes.append(
                 f"target: {mine} >= {target:.0f}x faster than {label}: {ratio:.2f}x ({verdict})"
             )
+    floor = results["floor: recv_into only, no parsing"].median
+    mine = results.get("fastio (c) read_frame")
+    if mine is not None and mine.median > floor:
+        base = results["bytearray accumulate-and-slice"].median
+        result.notes.append(
+            f"above the transport floor ({floor / count * 1e9:.0f} ns/frame): parsing costs "
+            f"{(mine.median - floor) / count * 1e9:.0f} ns/frame with read_frame, "
+            f"{(base - floor) / count * 1e9:.0f} ns/frame with the bytearray parser "
+            f"({(base - floor) / (mine.median - floor):.1f}x)"
+        )
     return result
 
 
