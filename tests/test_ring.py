@@ -1029,3 +1029,49 @@ def test_reader_on_a_closed_ring(fio, socketpair):
     for call in (reader.read, reader.readline, reader.read_frame, lambda: reader.readexactly(1)):
         with pytest.raises(ValueError):
             call()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_reader_random_mix_across_the_wrap(fio, mirrored, seed):
+    """Random records of every kind, sent in random pieces through a ring of one page: every
+    Reader operation meets the wrap many times, on plain and mirrored rings."""
+    rng = random.Random(seed)
+    alphabet = b"abc\r\n\0"
+    records = []
+    for _ in range(600):
+        kind = rng.choice(("exact", "line", "frame", "until", "peek", "read"))
+        size = rng.randint(0, 300)
+        data = bytes(rng.choice(alphabet) for _ in range(size))
+        if kind == "line":
+            data = data.replace(b"\n", b"") + b"\n"
+        elif kind == "until":
+            data = data.replace(b"\r", b"") + b"\r\n"  # the first b"\r\n" ends it
+        elif kind == "frame":
+            data = struct.pack("!H", size) + data
+        elif kind in ("exact", "peek", "read"):
+            data = data or b"x"
+        records.append((kind, data))
+    stream = b"".join(data for _, data in records)
+    a, b = socket.socketpair()
+    with a, b:
+        sender(b, stream, chunk=rng.randint(1, 2000))
+        reader = fio.Reader(a, capacity=PAGE, mirrored=mirrored)
+        for kind, data in records:
+            if kind == "exact":
+                assert reader.readexactly(len(data)) == data
+            elif kind == "line":
+                assert reader.readline() == data
+            elif kind == "until":
+                assert reader.readuntil(b"\r\n") == data
+            elif kind == "frame":
+                assert reader.read_frame("!H") == data[2:]
+            elif kind == "peek":
+                assert reader.peek(len(data)) == data
+                assert reader.readexactly(len(data)) == data
+            else:
+                got = b""
+                while len(got) < len(data):
+                    got += reader.read(len(data) - len(got))
+                assert got == data
+        assert reader.read() == b""
+        assert reader.at_eof()
