@@ -4,7 +4,8 @@ The ring is an anonymous ``mmap`` (never mirrored: Python cannot map one object 
 side) with free-running integer indices: ``_tail`` is written only by the producer, ``_head``
 only by the consumer, so under the GIL one producer thread and one consumer thread can share
 a ring without a lock, as with the native twin. Receives use ``os.readv`` into one or two
-segments of the ring; sends ``os.writev``.
+segments of the ring; sends ``os.writev``. Where ``os`` has neither (Windows), one segment at
+a time goes through the socket's ``recv_into``/``send`` or ``os.read``/``os.write``.
 
 ``peek`` views are ``memoryview`` objects of the mmap itself, so the mmap counts them: the
 export check of ``mmap.resize`` (to the same size) tells ``clear`` whether a view is alive,
@@ -54,6 +55,35 @@ _stats.register("python", "ring", _snapshot)
 
 _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK)
 
+#: Vectored calls (POSIX). Without them, one segment per call (see _read_into, _write_from).
+_HAVE_VECTORED = hasattr(os, "readv") and hasattr(os, "writev")
+
+
+def _read_into(source, fd, buffers):
+    """One receive into ``buffers`` (one or two memoryviews); returns the bytes received."""
+    if _HAVE_VECTORED:
+        return os.readv(fd, buffers)
+    recv_into = getattr(source, "recv_into", None)
+    if recv_into is not None:
+        return recv_into(buffers[0])
+    data = os.read(fd, len(buffers[0]))
+    buffers[0][: len(data)] = data
+    return len(data)
+
+
+def _write_from(target, fd, buffers):
+    """One send from ``buffers``; returns the bytes sent."""
+    if _HAVE_VECTORED:
+        return os.writev(fd, buffers)
+    send = getattr(target, "send", None)
+    if send is not None:
+        return send(buffers[0])
+    return os.write(fd, buffers[0])
+
+
+def _is_retry(exc):
+    return isinstance(exc, BlockingIOError) or exc.errno in _RETRY
+
 
 class RingBuffer:
     """RingBuffer(capacity, *, mirrored=None)
@@ -101,7 +131,7 @@ class RingBuffer:
         self._head += skip + n
         return data
 
-    def _fill(self, fd, limit, budget, deadline, poll_first):
+    def _fill(self, source, fd, limit, budget, deadline, poll_first):
         self._check_open()
         if limit == 0:
             return 0
@@ -124,11 +154,12 @@ class RingBuffer:
                     if poll_first:
                         wait_ready(fd, False, budget, deadline, 0)
                     counters.syscalls += 1
-                    counters.readv += segments - 1
+                    if _HAVE_VECTORED:
+                        counters.readv += segments - 1
                     try:
-                        received = os.readv(fd, buffers)
+                        received = _read_into(source, fd, buffers)
                     except OSError as exc:
-                        if exc.errno not in _RETRY:
+                        if not _is_retry(exc):
                             raise with_progress(exc, 0) from None
                         counters.would_block += 1
                         if budget == 0.0:
@@ -211,7 +242,7 @@ class RingBuffer:
         if limit == 0:
             return 0
         budget = resolve_timeout(source, fd, None)
-        return self._fill(fd, limit, budget, deadline_after(budget), False)
+        return self._fill(source, fd, limit, budget, deadline_after(budget), False)
 
     # -- consumer side --
 
@@ -343,9 +374,9 @@ class RingBuffer:
                     buffers = [whole[off : off + chunk]]
                 counters.syscalls += 1
                 try:
-                    sent = os.writev(fd, buffers)
+                    sent = _write_from(target, fd, buffers)
                 except OSError as exc:
-                    if exc.errno not in _RETRY:
+                    if not _is_retry(exc):
                         raise error_from_errno(exc.errno, total) from None
                     counters.would_block += 1
                     if budget == 0.0:
@@ -455,7 +486,9 @@ class Reader:
         if state.budget is None:
             state.budget = resolve_timeout(self._source, fd, self._timeout)
             state.deadline = deadline_after(state.budget)
-        received = self.ring._fill(fd, -1, state.budget, state.deadline, self._poll_first)
+        received = self.ring._fill(
+            self._source, fd, -1, state.budget, state.deadline, self._poll_first
+        )
         if received == 0:
             self._eof = True
         return received

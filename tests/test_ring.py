@@ -1075,3 +1075,31 @@ def test_reader_random_mix_across_the_wrap(fio, mirrored, seed):
                 assert got == data
         assert reader.read() == b""
         assert reader.at_eof()
+
+
+def test_python_twin_without_vectored_calls(monkeypatch, socketpair, mirrored):
+    """Where ``os`` has no readv/writev (Windows), one segment per call, same results."""
+    from fastio import _impl, _ring_py
+
+    fio = _impl.twin("python")
+    monkeypatch.setattr(_ring_py, "_HAVE_VECTORED", False)
+    a, b = socketpair
+    ring = positioned(fio, mirrored, PAGE - 10)
+    b.sendall(b"0123456789abcdefghij")
+    got = ring.fill(a)
+    assert got == 10  # up to the wrap
+    assert ring.fill(a) == 10
+    assert ring.drain(b) == 20
+    assert a.recv(100) == b"0123456789abcdefghij"
+    r, w = os.pipe()
+    try:
+        os.write(w, b"pipe data")
+        assert ring.fill(r) == 9
+        assert ring.drain(w) == 9
+        assert os.read(r, 100) == b"pipe data"
+    finally:
+        os.close(r)
+        os.close(w)
+    reader = fio.Reader(a, capacity=PAGE)
+    b.sendall(frames_of([b"x" * 3000, b"y" * 3000]))
+    assert list(reader.read_frame() for _ in range(2)) == [b"x" * 3000, b"y" * 3000]
