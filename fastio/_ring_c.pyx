@@ -242,11 +242,7 @@ cdef class RingBuffer:
                 else:
                     raise error_from_errno(code, 0)
         finally:
-            self._busy -= 1
-            if self._closed and self._busy == 0:
-                self._release_memory()
-        if self._closed:
-            raise ValueError("the RingBuffer was closed during fill")
+            self._busy -= 1  # close() refuses while a fill or drain runs
         fio_store_release(&self._tail, tail + <size_t>r)
         C.fills += 1
         C.received += <unsigned long long>r
@@ -485,8 +481,6 @@ cdef class RingBuffer:
                     r = fio_writev(fd, iov, niov)
                 C.syscalls += 1
                 if r >= 0:
-                    if self._closed:
-                        break
                     self._advance(<size_t>r)
                     total += <size_t>r
                     C.bytes += <unsigned long long>r
@@ -508,8 +502,6 @@ cdef class RingBuffer:
                     raise error_from_errno(code, total)
         finally:
             self._busy -= 1
-            if self._closed and self._busy == 0:
-                self._release_memory()
         return total
 
     def clear(self):
@@ -525,9 +517,10 @@ cdef class RingBuffer:
             return
         if self._exports > 0:
             raise BufferError(f"cannot close: {self._exports} peek view(s) still alive")
+        if self._busy > 0:
+            raise BufferError("cannot close: a fill or drain is in progress in another thread")
         self._closed = True
-        if self._busy == 0:
-            self._release_memory()
+        self._release_memory()
 
     def __enter__(self):
         self._check_open()

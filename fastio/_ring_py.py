@@ -419,7 +419,9 @@ class RingBuffer:
         try:
             self._mm.close()
         except BufferError:
-            raise BufferError("cannot close: peek view(s) still alive") from None
+            raise BufferError(
+                "cannot close: peek view(s) still alive, or a fill or drain in progress"
+            ) from None
         self._closed = True
 
     def __enter__(self):

@@ -1103,3 +1103,20 @@ def test_python_twin_without_vectored_calls(monkeypatch, socketpair, mirrored):
     reader = fio.Reader(a, capacity=PAGE)
     b.sendall(frames_of([b"x" * 3000, b"y" * 3000]))
     assert list(reader.read_frame() for _ in range(2)) == [b"x" * 3000, b"y" * 3000]
+
+
+def test_close_refuses_during_a_fill_in_another_thread(fio, socketpair):
+    a, b = socketpair
+    ring = fio.RingBuffer(PAGE)
+    result = []
+    thread = threading.Thread(target=lambda: result.append(ring.fill(a)))
+    thread.start()
+    time.sleep(0.2)  # the producer is blocked in its receive, inside the ring's memory
+    with pytest.raises(BufferError):
+        ring.close()
+    b.sendall(b"late")
+    thread.join(30)
+    assert result == [4]
+    assert ring.read() == b"late"
+    ring.close()
+    assert ring.closed
