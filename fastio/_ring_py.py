@@ -9,7 +9,9 @@ a time goes through the socket's ``recv_into``/``send`` or ``os.read``/``os.writ
 
 ``peek`` views are ``memoryview`` objects of the mmap itself, so the mmap counts them: the
 export check of ``mmap.resize`` (to the same size) tells ``clear`` whether a view is alive,
-and ``mmap.close`` refuses while one is.
+and ``mmap.close`` refuses while one is. A receive in progress in a producer thread holds a
+view too, so there ``clear()`` from the consumer raises ``BufferError`` where the native twin
+clears; and EINTR retries happen inside ``os.readv`` (PEP 475), so ``eintr`` stays 0 here.
 """
 
 import errno
