@@ -14,6 +14,7 @@ from ._info import info
 from ._profile import ProfileReport, profile
 from ._stats import snapshot as _snapshot
 from .pool import KeyedPool, Pool, PoolStats, SocketPool
+from .ring import Reader, RingBuffer
 
 __version__ = "0.1.0.dev0"
 
@@ -40,6 +41,8 @@ __all__ = [
     "PoolStats",
     "PoolTimeout",
     "ProfileReport",
+    "Reader",
+    "RingBuffer",
     "SocketPool",
     "__version__",
     "info",

@@ -99,3 +99,12 @@ cdef inline int run_signal_handlers(long long transferred) except -1:
 cdef extern from "fastio_compat.h" nogil:
     const int MSG_PEEK
     double fio_monotonic_coarse()
+# ---- ring (fastio/_ring_c.pyx): byte routines of csrc/fastio_ring.h ----
+cdef extern from "fastio_ring.h" nogil:
+    void fio_ring_copy_out(const char *base, size_t cap, int mirrored, size_t head,
+                           size_t pos, char *dst, size_t n)
+    void fio_ring_copy_in(char *base, size_t cap, int mirrored, size_t tail,
+                          const char *src, size_t n)
+    long long fio_ring_find(const char *base, size_t cap, int mirrored, size_t head,
+                            size_t start, size_t end, const char *needle, size_t m)
+    unsigned long long fio_ring_decode(const unsigned char *p, int size, int big)

@@ -15,6 +15,7 @@ ALLOWED = ("c", "python")
 PRIMITIVES = (
     "sys",
     "pool",
+    "ring",
 )
 
 #: Native modules outside the twin pattern that a native build must also have.

@@ -11,3 +11,10 @@ cpdef object error_from_errno(int code, long long transferred=*, object filename
 cpdef object timeout_error(long long transferred=*)
 cpdef object would_block(long long transferred=*)
 cpdef wait_fd(int fd, bint for_write, double deadline, long long transferred=*)
+
+# ---- ring ----
+cpdef long long ring_capacity(object capacity, long long page_size) except -1
+cpdef long long ring_size(object n, str name=*) except? -2
+cpdef tuple frame_header(object header)
+cpdef wait_ready(int fd, bint for_write, double budget, double deadline,
+                 long long transferred=*)

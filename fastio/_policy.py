@@ -2,12 +2,14 @@
 
 Written once. The native build compiles this module with Cython (``_policy.pxd`` gives the
 C signatures, so the native twins call these functions at C speed); the pure-Python install
-imports it as it is. Nothing here makes a system call except ``wait_fd``.
+imports it as it is. Nothing here makes a system call except ``wait_fd`` and ``wait_ready``.
 """
 
 import errno
 import os
 import select
+import struct
+import sys
 import time
 
 from . import _stats
@@ -171,3 +173,88 @@ def wait_fd(fd, for_write, deadline, transferred=0):
             if ready[0][1] & select.POLLNVAL:
                 raise error_from_errno(errno.EBADF, transferred)
             return
+
+
+# ---- ring (RingBuffer, Reader): shared argument rules and waiting ----
+
+#: The largest ring either twin will allocate (1 TiB of address space).
+MAX_RING_CAPACITY = 1 << 40
+
+#: Integer codes a frame header may use (one integer, any byte order prefix).
+_FRAME_CODES = "bBhHiIlLqQ"
+
+
+def ring_capacity(capacity, page_size):
+    """``capacity`` rounded up to a power of two that is a multiple of ``page_size``.
+
+    ``page_size`` is a power of two, so the answer is the larger of the page and the next
+    power of two. ``TypeError`` for a non-int, ``ValueError`` for zero, negative or too large.
+    """
+    if isinstance(capacity, bool) or not isinstance(capacity, int):
+        raise TypeError(f"capacity must be an int, not {type(capacity).__name__}")
+    if capacity <= 0:
+        raise ValueError(f"capacity must be > 0, got {capacity}")
+    if capacity > MAX_RING_CAPACITY:
+        raise ValueError(f"capacity must be <= {MAX_RING_CAPACITY}, got {capacity}")
+    size = page_size
+    while size < capacity:
+        size <<= 1
+    return size
+
+
+def ring_size(n, name="n"):
+    """A size argument where ``None`` or a negative int mean "all there is" (returned as -1)."""
+    if n is None:
+        return -1
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"{name} must be an int or None, not {type(n).__name__}")
+    if n < 0:
+        return -1
+    return n if n < (1 << 62) else (1 << 62)
+
+
+def frame_header(header):
+    """Parse a frame-length format (``"!I"``, ``"<H"``, ``"Q"``...): (Struct, size, big, signed).
+
+    The format must be one integer code with an optional byte-order prefix, as ``struct``
+    spells it; anything else is a ``ValueError`` (``TypeError`` for a non-str).
+    """
+    if not isinstance(header, str):
+        raise TypeError(f"header must be a struct format str, not {type(header).__name__}")
+    prefix = header[:1] if header[:1] in ("@", "=", "<", ">", "!") else ""
+    code = header[len(prefix) :]
+    if len(code) != 1 or code not in _FRAME_CODES:
+        raise ValueError(
+            f"header must be a struct format of one integer such as '!I', got {header!r}"
+        )
+    compiled = struct.Struct(header)
+    if compiled.size not in (1, 2, 4, 8):
+        raise ValueError(f"header {header!r} has an unsupported size {compiled.size}")
+    if prefix in (">", "!"):
+        big = True
+    elif prefix == "<":
+        big = False
+    else:
+        big = sys.byteorder == "big"
+    return compiled, compiled.size, big, code.islower()
+
+
+def wait_ready(fd, for_write, budget, deadline, transferred=0):
+    """Wait, before a call on an fd that may be in blocking mode, until it will not block.
+
+    ``budget`` from ``resolve_timeout``: -1.0 returns at once (the call may block), 0.0 polls
+    once and raises ``BlockingIOError`` (with progress) when not ready, else ``wait_fd``.
+    """
+    if budget < 0.0:
+        return
+    if budget == 0.0:
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT if for_write else select.POLLIN)
+        try:
+            ready = _wait_calls.poll(poller, 0)
+        except BaseException as exc:
+            raise with_progress(exc, transferred) from None
+        if not ready:
+            raise would_block(transferred)
+        return
+    wait_fd(fd, for_write, deadline, transferred)
