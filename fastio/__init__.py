@@ -11,6 +11,7 @@ from ._errors import IncompleteReadError, LimitOverrunError, PoolClosed, PoolTim
 from ._impl import IMPLEMENTATION
 from ._info import info
 from ._stats import snapshot as _snapshot
+from .batch import BatchWriter
 
 __version__ = "0.1.0.dev0"
 
@@ -25,6 +26,7 @@ def stats(reset=False):
 
 __all__ = [
     "IMPLEMENTATION",
+    "BatchWriter",
     "IncompleteReadError",
     "LimitOverrunError",
     "PoolClosed",

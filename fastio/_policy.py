@@ -167,3 +167,37 @@ def wait_fd(fd, for_write, deadline, transferred=0):
             if ready[0][1] & select.POLLNVAL:
                 raise error_from_errno(errno.EBADF, transferred)
             return
+
+
+# ---- batch (BatchWriter): argument checks and target ownership, shared by both twins ----
+
+
+def batch_options(target, buffer_size, copy_threshold, max_pending, timeout):
+    """Check ``BatchWriter``'s arguments; returns ``(fd, budget, max_pending)``.
+
+    ``budget`` is from ``resolve_timeout`` (read once, when the writer is made); ``max_pending``
+    comes back as -1 for "no limit". Bad values raise before any system call.
+    """
+    for name, value in (("buffer_size", buffer_size), ("copy_threshold", copy_threshold)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if buffer_size < 1 or buffer_size > 1 << 30:
+        raise ValueError(f"buffer_size must be between 1 and 2**30, got {buffer_size}")
+    if copy_threshold < 0 or copy_threshold > buffer_size:
+        raise ValueError(
+            f"copy_threshold must be between 0 and buffer_size ({buffer_size}), "
+            f"got {copy_threshold}"
+        )
+    limit = check_count(max_pending, "max_pending")
+    if timeout is not None:
+        check_timeout(timeout)
+    fd = fileno_of(target)
+    return fd, resolve_timeout(target, fd, timeout), limit
+
+
+def batch_close_target(target, fd):
+    """Close what a ``BatchWriter`` was given (``closefd=True``): the object, or the raw fd."""
+    if isinstance(target, int):
+        os.close(fd)
+    else:
+        target.close()

@@ -1,0 +1,452 @@
+"""Python twin of ``BatchWriter``: the same behaviour and counters over ``os.writev``.
+
+Small pieces are appended to a staging ``bytearray`` (adjacent ones are one piece); large
+immutable pieces are kept by reference; ``flush`` hands up to IOV_MAX pieces to
+``os.writev`` at a time and resumes a partial write in the middle of a piece.
+"""
+
+import errno
+import os
+
+from . import _stats
+from ._policy import (
+    batch_close_target,
+    batch_options,
+    deadline_after,
+    error_from_errno,
+    timeout_error,
+    wait_fd,
+    with_progress,
+    would_block,
+)
+
+__all__ = ["BatchWriter"]
+
+_counters = _stats.Counters("writes", "copied", "referenced")
+_stats.register("python", "batch", _counters.snapshot)
+
+
+def _iov_max():
+    try:
+        value = os.sysconf("SC_IOV_MAX")
+    except (AttributeError, ValueError, OSError):
+        value = -1
+    return value if value > 0 else 1024
+
+
+_IOV_MAX = _iov_max()
+
+
+def _as_view(data):
+    """``(piece, length, readonly)`` of any bytes-like object; the same errors as the
+    buffer protocol of the native twin."""
+    if type(data) is bytes:
+        return data, len(data), True
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+    if not view.c_contiguous:
+        view.release()
+        raise BufferError("memoryview: underlying buffer is not C-contiguous")
+    if view.ndim != 1 or view.itemsize != 1 or view.format != "B":
+        view = view.cast("B")
+    return view, view.nbytes, view.readonly
+
+
+class BatchWriter:
+    """Batch many small writes into few ``writev`` calls on a socket, file or fd.
+
+    See ``fastio.batch`` for the full contract.
+    """
+
+    __slots__ = (
+        "_budget",
+        "_buffer_size",
+        "_busy",
+        "_closed",
+        "_closefd",
+        "_copy_threshold",
+        "_error",
+        "_fd",
+        "_head",
+        "_max_pending",
+        "_pending",
+        "_pieces",
+        "_st",
+        "_stage",
+        "_target",
+        "_temp",
+    )
+
+    def __init__(
+        self,
+        target,
+        *,
+        buffer_size=65536,
+        copy_threshold=1024,
+        max_pending=None,
+        timeout=None,
+        closefd=True,
+    ):
+        fd, budget, limit = batch_options(target, buffer_size, copy_threshold, max_pending, timeout)
+        self._target = target
+        self._fd = fd
+        self._budget = budget
+        self._closefd = bool(closefd)
+        self._buffer_size = buffer_size
+        self._copy_threshold = copy_threshold
+        self._max_pending = limit
+        self._pieces = []  # unsent pieces in order: bytes, memoryview, sealed bytearray
+        self._head = 0  # first unsent piece of _pieces
+        self._stage = None  # the open staging bytearray (the last piece), or None
+        self._pending = 0
+        self._temp = None  # the caller's writable buffer while this call sends it in place
+        self._busy = False
+        self._closed = False
+        self._error = 0
+        self._st = dict.fromkeys(
+            (
+                "writes",
+                "bytes_sent",
+                "bytes_copied",
+                "bytes_referenced",
+                "writev_calls",
+                "partial_writes",
+                "would_block",
+            ),
+            0,
+        )
+
+    # ---- state ----
+
+    def _check(self):
+        if self._closed:
+            raise ValueError("I/O operation on closed BatchWriter")
+        if self._busy:
+            raise RuntimeError("concurrent or reentrant call on the same BatchWriter")
+        if self._error:
+            raise error_from_errno(self._error, 0)
+
+    def _count(self, name, n, common):
+        self._st[name] += n
+        setattr(_counters, common, getattr(_counters, common) + n)
+
+    def _release_all(self):
+        self._pieces = []
+        self._head = 0
+        self._stage = None
+        self._pending = 0
+
+    # ---- pieces ----
+
+    def _copy_in(self, data, n):
+        if self._stage is None:
+            self._stage = bytearray(data)
+            self._pieces.append(self._stage)
+        else:
+            self._stage += data
+        self._pending += n
+        self._count("bytes_copied", n, "copied")
+
+    def _hold(self, piece, n):
+        self._pieces.append(piece)
+        self._stage = None
+        self._pending += n
+
+    def _unsent(self):
+        return len(self._pieces) - self._head
+
+    def _last_left(self):
+        """Unsent bytes of the last piece."""
+        return len(self._pieces[-1])
+
+    def _refusal(self, accepted):
+        if self._budget == 0.0:
+            return would_block(accepted)
+        return timeout_error(accepted)
+
+    # ---- sending ----
+
+    def _advance(self, sent):
+        self._pending -= sent
+        self._st["bytes_sent"] += sent
+        _counters.bytes += sent
+        pieces = self._pieces
+        while sent:
+            piece = pieces[self._head]
+            size = len(piece)
+            if sent >= size:
+                sent -= size
+                pieces[self._head] = None
+                self._head += 1
+            else:
+                if piece is self._stage:
+                    self._stage = None  # a sliced staging piece takes no more bytes
+                rest = memoryview(piece)[sent:]
+                if piece is self._temp:
+                    self._temp = rest
+                    piece.release()
+                pieces[self._head] = rest
+                sent = 0
+        if self._head == len(pieces):
+            self._release_all()
+
+    def _flush(self, explicit):
+        """writev until nothing is pending: True. An automatic flush stops quietly where
+        the kernel or the deadline stops it: False. Hard errors are sticky."""
+        done = 0
+        fd = self._fd
+        blocking = self._budget != 0.0
+        deadline = deadline_after(self._budget) if self._budget > 0.0 else -1.0
+        while self._head < len(self._pieces):
+            batch = self._pieces[self._head : self._head + _IOV_MAX]
+            requested = sum(map(len, batch))
+            self._st["writev_calls"] += 1
+            _counters.syscalls += 1
+            try:
+                sent = os.writev(fd, batch)  # EINTR: retried inside, after the handlers
+            except BlockingIOError:
+                self._st["would_block"] += 1
+                _counters.would_block += 1
+                if not blocking:
+                    if explicit:
+                        raise would_block(done) from None
+                    return False
+                try:
+                    wait_fd(fd, True, deadline, done)
+                except TimeoutError:
+                    if explicit:
+                        raise
+                    return False
+                except OSError as exc:
+                    self._fail(exc.errno)
+                    raise
+                continue
+            except OSError as exc:
+                self._fail(exc.errno)
+                raise with_progress(exc, done) from None
+            except BaseException as exc:
+                # A signal handler raised around os.writev: Python dropped the count of a
+                # partial write, if there was one, so what went out is unknown. The
+                # writer fails (EINTR, sticky) rather than send bytes twice.
+                self._fail(errno.EINTR)
+                raise with_progress(exc, done) from None
+            if sent < requested:
+                self._st["partial_writes"] += 1
+                _counters.partial += 1
+            done += sent
+            self._advance(sent)
+        return True
+
+    def _fail(self, code):
+        self._error = code or -1
+
+    # ---- accepting ----
+
+    def _accept(self, data, before):
+        """Take one piece of any bytes-like type; returns its length."""
+        piece, n, readonly = _as_view(data)
+        kept = False
+        try:
+            kept = self._accept_piece(piece, n, readonly, before)
+        finally:
+            if not kept and type(piece) is memoryview:
+                piece.release()  # the caller may resize its buffer as soon as we return
+        return n
+
+    def _accept_piece(self, piece, n, readonly, before):
+        self._st["writes"] += 1
+        _counters.writes += 1
+        if n == 0:
+            return False
+        limit = self._max_pending
+        if limit >= 0 and self._pending and self._pending + n > limit:
+            # Backpressure: make room first; refuse the piece whole if there is none.
+            self._flush(False)
+            if self._pending and self._pending + n > limit:
+                raise self._refusal(before)
+        over = 0 <= limit < n
+        by_ref = n >= self._copy_threshold or over
+        if by_ref and not readonly and self._pending + n < self._buffer_size and not over:
+            by_ref = False  # a writable buffer is copied unless it goes out right now
+        writable = by_ref and not readonly
+        if by_ref:
+            self._hold(piece, n)
+            if writable:
+                self._temp = piece
+            else:
+                self._count("bytes_referenced", n, "referenced")
+        else:
+            self._copy_in(piece, n)
+        if not (
+            self._pending >= self._buffer_size
+            or self._unsent() >= _IOV_MAX
+            or 0 <= limit < self._pending
+        ):
+            return by_ref
+        try:
+            self._flush(False)
+        except BaseException:
+            if writable:
+                self._settle_writable(piece, n)
+            raise
+        if 0 <= limit < self._pending:
+            # Refused: only this piece can be over the limit (the writer was empty before
+            # it); what the kernel took of it counts as taken, the rest is dropped.
+            left = self._last_left()
+            if writable:
+                self._count("bytes_referenced", n - left, "referenced")
+            elif by_ref:
+                self._count("bytes_referenced", -left, "referenced")
+            else:
+                self._count("bytes_copied", -left, "copied")
+            self._temp = None
+            self._drop_last()
+            raise self._refusal(before + n - left)
+        if writable:
+            self._settle_writable(piece, n)
+        return by_ref and not writable
+
+    def _settle_writable(self, piece, n):
+        """After a writable buffer was sent in place: copy what the kernel did not take."""
+        left = 0
+        temp, self._temp = self._temp, None
+        if temp is not None and self._head < len(self._pieces) and self._pieces[-1] is temp:
+            left = len(temp)
+            self._pieces[-1] = bytes(temp)
+            if temp is not piece:
+                temp.release()
+            self._count("bytes_copied", left, "copied")
+        self._count("bytes_referenced", n - left, "referenced")
+
+    def _drop_last(self):
+        last = self._pieces.pop()
+        self._pending -= len(last)
+        if last is self._stage:
+            self._stage = None
+        elif type(last) is memoryview:
+            last.release()
+        self._stage = None
+        if self._head == len(self._pieces):
+            self._release_all()
+
+    # ---- public API ----
+
+    def write(self, data):
+        """Accept ``data`` (any bytes-like object) and return its length.
+
+        Small pieces are copied into the staging buffer, large immutable ones kept by
+        reference; the writer flushes by itself when ``buffer_size`` bytes or IOV_MAX pieces
+        are pending. ``BlockingIOError`` (non-blocking target) or ``TimeoutError`` (target
+        with a timeout) means ``max_pending`` refused the data: ``characters_written`` /
+        ``transferred`` bytes of it were taken, the rest was not.
+        """
+        _counters.calls += 1
+        self._check()
+        self._busy = True
+        try:
+            return self._accept(data, 0)
+        finally:
+            self._busy = False
+
+    def writelines(self, lines):
+        """Write every bytes-like piece of the iterable ``lines``. On a refusal
+        (``max_pending``), ``characters_written`` counts the bytes of this call that were
+        taken; the pieces before the refused one are taken whole."""
+        _counters.calls += 1
+        self._check()
+        self._busy = True
+        try:
+            before = 0
+            for data in lines:
+                before += self._accept(data, before)
+        finally:
+            self._busy = False
+
+    def flush(self):
+        """Send everything pending (``writev`` in batches of at most IOV_MAX pieces).
+
+        A non-blocking target raises ``BlockingIOError`` (``characters_written`` = bytes
+        sent by this call) when the kernel takes no more; a timeout raises ``TimeoutError``
+        with ``transferred``; the rest stays pending, byte for byte, for the next flush.
+        Other ``OSError``s are sticky: every later call raises them again.
+        """
+        _counters.calls += 1
+        self._check()
+        self._busy = True
+        try:
+            self._flush(True)
+        finally:
+            self._busy = False
+
+    def close(self):
+        """Flush, release every reference, and close the target when ``closefd`` is true.
+
+        The writer is closed even when the flush fails; the error is raised after. A sticky
+        error is raised again here (the pending bytes are lost). Closing twice is a no-op.
+        """
+        if self._closed:
+            return
+        if self._busy:
+            raise RuntimeError("concurrent or reentrant call on the same BatchWriter")
+        code = self._error
+        try:
+            if code == 0 and self._pending:
+                self._busy = True
+                try:
+                    self._flush(True)
+                finally:
+                    self._busy = False
+        finally:
+            self._shut()
+        if code:
+            raise error_from_errno(code, 0)
+
+    def _shut(self):
+        for piece in self._pieces[self._head :]:
+            if type(piece) is memoryview:
+                piece.release()
+        self._release_all()
+        self._closed = True
+        if self._closefd:
+            self._closefd = False
+            batch_close_target(self._target, self._fd)
+
+    def __enter__(self):
+        self._check()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        """Clean exit: ``close()``. Exit by an exception: the pending pieces are dropped
+        unsent (no half-built message goes out), references released, target closed as
+        ``closefd`` says, and the exception goes on."""
+        if exc_type is None:
+            self.close()
+        elif not self._closed and not self._busy:
+            self._shut()
+        return False
+
+    @property
+    def pending(self):
+        """Bytes accepted and not yet sent."""
+        return self._pending
+
+    @property
+    def closed(self):
+        """True after ``close()``."""
+        return self._closed
+
+    @property
+    def stats(self):
+        """Counters of this writer: writes, bytes_sent, bytes_copied, bytes_referenced,
+        writev_calls, partial_writes, would_block."""
+        return dict(self._st)
+
+    def fileno(self):
+        """The file descriptor written to."""
+        return self._fd
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"fd={self._fd} pending={self._pending}"
+        return f"<fastio.BatchWriter {state}>"
