@@ -130,6 +130,7 @@ cdef class BatchWriter:
     cdef Py_ssize_t count           # pieces in use (unsent: head..count-1)
     cdef Py_ssize_t pending
     cdef bint tail_staged           # the last piece is staging that ends at stage_end
+    cdef bint defer                 # inside writelines(list): only copied bytes fill the buffer
     cdef counters_t st
 
     def __cinit__(self):
@@ -269,10 +270,53 @@ cdef class BatchWriter:
         self.stage_end = live
         return 0
 
+    cdef inline Py_ssize_t _fill(self) noexcept:
+        """The bytes that count towards ``buffer_size``: all pending ones, or, inside
+        ``writelines`` of a list or tuple (whose items the caller keeps alive anyway), only
+        those copied into staging, so that pieces kept by reference go out in IOV_MAX
+        batches."""
+        return self.stage_end if self.defer else self.pending
+
+    cdef Py_ssize_t _copy_run(self, object lines, bint is_list, Py_ssize_t i,
+                              Py_ssize_t size, Py_ssize_t *taken) noexcept:
+        """writelines' inner loop: copy consecutive small ``bytes`` items into the open
+        staging piece with everything in locals; returns the index of the first item it
+        did not take (the general path handles that one)."""
+        cdef PyObject *item
+        cdef Py_ssize_t n, start = i
+        cdef char *stage = self.stage
+        cdef Py_ssize_t end = self.stage_end, first = self.stage_end
+        cdef Py_ssize_t cap = self.stage_cap, threshold = self.copy_threshold
+        cdef Py_ssize_t room = self.limit - self._fill()   # a piece must leave room > 0
+        taken[0] = 0
+        if not self.tail_staged:
+            return i
+        while i < size:
+            item = list_item(lines, i) if is_list else tuple_item(lines, i)
+            if not bytes_check(item):
+                break
+            n = bytes_size(item)
+            if n <= 0 or n >= threshold or n >= room or end + n > cap:
+                break
+            memcpy(stage + end, bytes_data(item), n)
+            end += n
+            room -= n
+            i += 1
+        n = end - first
+        taken[0] = n
+        self.iov[self.count - 1].iov_len += n
+        self.stage_end = end
+        self.pending += n
+        self.st.writes += i - start
+        self.st.copied += n
+        _g.writes += i - start
+        _g.copied += n
+        return i
+
     cdef inline bint _fast_copy(self, const char *data, Py_ssize_t n, Py_ssize_t limit) noexcept:
         """The common case, inlined: a small piece that fits and needs no flush."""
         cdef Py_ssize_t end = self.stage_end
-        if n <= 0 or n >= self.copy_threshold or self.pending + n >= limit:
+        if n <= 0 or n >= self.copy_threshold or self._fill() + n >= limit:
             return False
         if end + n > self.stage_cap:
             return False
@@ -470,7 +514,7 @@ cdef class BatchWriter:
             if self._fast_copy(<char *>tmp.buf, n, self.limit):
                 return n
             if n >= self.copy_threshold and (
-                tmp.readonly or self.pending + n >= self.buffer_size
+                tmp.readonly or self._fill() + n >= self.buffer_size
                 or 0 <= self.max_pending < n
             ):
                 # Kept in place (a writable one only while this call sends it): hold a
@@ -528,8 +572,10 @@ cdef class BatchWriter:
                 _g.referenced += n
         else:
             self._copy_in(data, n)
-        if not (self.pending >= self.buffer_size or self.count - self.head >= self.iov_max
+        if not (self._fill() >= self.buffer_size or self.count - self.head >= self.iov_max
                 or 0 <= self.max_pending < self.pending):
+            if writable:
+                self._settle_writable(view, n)
             return 0
         try:
             self._flush(False)
@@ -596,7 +642,7 @@ cdef class BatchWriter:
         iterated in C). On a refusal (``max_pending``), ``characters_written`` counts the
         bytes of this call that were taken; the pieces before the refused one are taken
         whole."""
-        cdef Py_ssize_t i = 0, before = 0, n
+        cdef Py_ssize_t i = 0, before = 0, n, size
         cdef PyObject *item
         cdef bint is_list
         _g.calls += 1
@@ -605,16 +651,15 @@ cdef class BatchWriter:
         try:
             if PyList_CheckExact(lines) or PyTuple_CheckExact(lines):
                 is_list = PyList_CheckExact(lines)
+                self.defer = self.max_pending < 0
                 while True:
                     # The size is read again each time: a flush may let another thread in.
-                    if is_list:
-                        if i >= list_size(lines):
-                            break
-                        item = list_item(lines, i)
-                    else:
-                        if i >= tuple_size(lines):
-                            break
-                        item = tuple_item(lines, i)
+                    size = list_size(lines) if is_list else tuple_size(lines)
+                    i = self._copy_run(lines, is_list, i, size, &n)
+                    before += n
+                    if i >= size:
+                        break
+                    item = list_item(lines, i) if is_list else tuple_item(lines, i)
                     i += 1
                     if bytes_check(item):
                         n = bytes_size(item)
@@ -623,10 +668,14 @@ cdef class BatchWriter:
                         before += n
                     else:
                         before += self._accept(<object>item, before)
+                self.defer = False
+                if self.pending >= self.buffer_size:
+                    self._flush(False)
             else:
                 for obj in lines:
                     before += self._accept(obj, before)
         finally:
+            self.defer = False
             self._leave()
 
     def flush(self):

@@ -67,6 +67,7 @@ class BatchWriter:
         "_closed",
         "_closefd",
         "_copy_threshold",
+        "_defer",
         "_error",
         "_fd",
         "_head",
@@ -74,6 +75,7 @@ class BatchWriter:
         "_pending",
         "_pieces",
         "_st",
+        "_staged",
         "_stage",
         "_target",
         "_temp",
@@ -101,6 +103,8 @@ class BatchWriter:
         self._head = 0  # first unsent piece of _pieces
         self._stage = None  # the open staging bytearray (the last piece), or None
         self._pending = 0
+        self._staged = 0  # bytes copied into staging since everything was last sent
+        self._defer = False  # inside writelines(list): only copied bytes fill the buffer
         self._temp = None  # the caller's writable buffer while this call sends it in place
         self._busy = False
         self._closed = False
@@ -137,6 +141,7 @@ class BatchWriter:
         self._head = 0
         self._stage = None
         self._pending = 0
+        self._staged = 0
 
     # ---- pieces ----
 
@@ -147,6 +152,7 @@ class BatchWriter:
         else:
             self._stage += data
         self._pending += n
+        self._staged += n
         self._count("bytes_copied", n, "copied")
 
     def _hold(self, piece, n):
@@ -268,7 +274,8 @@ class BatchWriter:
                 raise self._refusal(before)
         over = 0 <= limit < n
         by_ref = n >= self._copy_threshold or over
-        if by_ref and not readonly and self._pending + n < self._buffer_size and not over:
+        fill = self._staged if self._defer else self._pending
+        if by_ref and not readonly and fill + n < self._buffer_size and not over:
             by_ref = False  # a writable buffer is copied unless it goes out right now
         writable = by_ref and not readonly
         if by_ref:
@@ -280,11 +287,13 @@ class BatchWriter:
         else:
             self._copy_in(piece, n)
         if not (
-            self._pending >= self._buffer_size
+            (self._staged if self._defer else self._pending) >= self._buffer_size
             or self._unsent() >= _IOV_MAX
             or 0 <= limit < self._pending
         ):
-            return by_ref
+            if writable:
+                self._settle_writable(piece, n)
+            return by_ref and not writable
         try:
             self._flush(False)
         except BaseException:
@@ -324,6 +333,7 @@ class BatchWriter:
         last = self._pieces.pop()
         self._pending -= len(last)
         if last is self._stage:
+            self._staged -= len(last)
             self._stage = None
         elif type(last) is memoryview:
             last.release()
@@ -359,9 +369,16 @@ class BatchWriter:
         self._busy = True
         try:
             before = 0
+            # A list or tuple keeps its items alive during the call: pieces kept by
+            # reference then go out in IOV_MAX batches (only copied bytes fill the buffer).
+            self._defer = type(lines) in (list, tuple) and self._max_pending < 0
             for data in lines:
                 before += self._accept(data, before)
+            self._defer = False
+            if self._pending >= self._buffer_size:
+                self._flush(False)
         finally:
+            self._defer = False
             self._busy = False
 
     def flush(self):
