@@ -24,6 +24,7 @@ __all__ = ["BatchWriter"]
 
 _counters = _stats.Counters("writes", "copied", "referenced")
 _stats.register("python", "batch", _counters.snapshot)
+_G = _counters.__dict__  # the counters themselves: plain dict updates on hot paths
 
 
 def _iov_max():
@@ -71,12 +72,13 @@ class BatchWriter:
         "_error",
         "_fd",
         "_head",
+        "_limit",
         "_max_pending",
         "_pending",
         "_pieces",
         "_st",
-        "_staged",
         "_stage",
+        "_staged",
         "_target",
         "_temp",
     )
@@ -99,6 +101,8 @@ class BatchWriter:
         self._buffer_size = buffer_size
         self._copy_threshold = copy_threshold
         self._max_pending = limit
+        # A small piece that keeps pending below this needs no flush.
+        self._limit = buffer_size if limit < 0 else min(buffer_size, limit + 1)
         self._pieces = []  # unsent pieces in order: bytes, memoryview, sealed bytearray
         self._head = 0  # first unsent piece of _pieces
         self._stage = None  # the open staging bytearray (the last piece), or None
@@ -134,7 +138,7 @@ class BatchWriter:
 
     def _count(self, name, n, common):
         self._st[name] += n
-        setattr(_counters, common, getattr(_counters, common) + n)
+        _G[common] += n
 
     def _release_all(self):
         self._pieces = []
@@ -177,7 +181,7 @@ class BatchWriter:
     def _advance(self, sent):
         self._pending -= sent
         self._st["bytes_sent"] += sent
-        _counters.bytes += sent
+        _G["bytes"] += sent
         pieces = self._pieces
         while sent:
             piece = pieces[self._head]
@@ -209,12 +213,12 @@ class BatchWriter:
             batch = self._pieces[self._head : self._head + _IOV_MAX]
             requested = sum(map(len, batch))
             self._st["writev_calls"] += 1
-            _counters.syscalls += 1
+            _G["syscalls"] += 1
             try:
                 sent = os.writev(fd, batch)  # EINTR: retried inside, after the handlers
             except BlockingIOError:
                 self._st["would_block"] += 1
-                _counters.would_block += 1
+                _G["would_block"] += 1
                 if not blocking:
                     if explicit:
                         raise would_block(done) from None
@@ -240,7 +244,7 @@ class BatchWriter:
                 raise with_progress(exc, done) from None
             if sent < requested:
                 self._st["partial_writes"] += 1
-                _counters.partial += 1
+                _G["partial"] += 1
             done += sent
             self._advance(sent)
         return True
@@ -263,7 +267,7 @@ class BatchWriter:
 
     def _accept_piece(self, piece, n, readonly, before):
         self._st["writes"] += 1
-        _counters.writes += 1
+        _G["writes"] += 1
         if n == 0:
             return False
         limit = self._max_pending
@@ -352,7 +356,21 @@ class BatchWriter:
         with a timeout) means ``max_pending`` refused the data: ``characters_written`` /
         ``transferred`` bytes of it were taken, the rest was not.
         """
-        _counters.calls += 1
+        _G["calls"] += 1
+        stage = self._stage
+        if type(data) is bytes and stage is not None and not self._busy and not self._error:
+            # The common case: a small piece merged into the open staging piece.
+            n = len(data)
+            if 0 < n < self._copy_threshold and self._pending + n < self._limit:
+                stage += data
+                self._pending += n
+                self._staged += n
+                st = self._st
+                st["writes"] += 1
+                st["bytes_copied"] += n
+                _G["writes"] += 1
+                _G["copied"] += n
+                return n
         self._check()
         self._busy = True
         try:
@@ -364,7 +382,7 @@ class BatchWriter:
         """Write every bytes-like piece of the iterable ``lines``. On a refusal
         (``max_pending``), ``characters_written`` counts the bytes of this call that were
         taken; the pieces before the refused one are taken whole."""
-        _counters.calls += 1
+        _G["calls"] += 1
         self._check()
         self._busy = True
         try:
@@ -389,7 +407,7 @@ class BatchWriter:
         with ``transferred``; the rest stays pending, byte for byte, for the next flush.
         Other ``OSError``s are sticky: every later call raises them again.
         """
-        _counters.calls += 1
+        _G["calls"] += 1
         self._check()
         self._busy = True
         try:
