@@ -502,6 +502,7 @@ cdef class BatchWriter:
         cdef Py_buffer tmp
         cdef Py_buffer *held = NULL
         cdef Py_ssize_t n
+        cdef bint over
         if PyBytes_CheckExact(data):
             n = bytes_size(<PyObject *>data)
             if not self._fast_copy(bytes_data(<PyObject *>data), n, self.limit):
@@ -513,9 +514,9 @@ cdef class BatchWriter:
             n = tmp.len
             if self._fast_copy(<char *>tmp.buf, n, self.limit):
                 return n
-            if n >= self.copy_threshold and (
-                tmp.readonly or self._fill() + n >= self.buffer_size
-                or 0 <= self.max_pending < n
+            over = 0 <= self.max_pending < n
+            if (n >= self.copy_threshold or over) and (
+                tmp.readonly or self._fill() + n >= self.buffer_size or over
             ):
                 # Kept in place (a writable one only while this call sends it): hold a
                 # Py_buffer of our own at a stable address.

@@ -257,19 +257,23 @@ class BatchWriter:
     def _accept(self, data, before):
         """Take one piece of any bytes-like type; returns its length."""
         piece, n, readonly = _as_view(data)
-        kept = False
         try:
-            kept = self._accept_piece(piece, n, readonly, before)
+            self._accept_piece(piece, n, readonly, before)
         finally:
-            if not kept and type(piece) is memoryview:
-                piece.release()  # the caller may resize its buffer as soon as we return
+            # Unless kept whole (a read-only piece held by reference), the view goes now:
+            # the caller may resize its buffer as soon as we return. Slices taken of it
+            # by a partial write live on by themselves.
+            if type(piece) is memoryview and not (
+                self._head < len(self._pieces) and self._pieces[-1] is piece
+            ):
+                piece.release()
         return n
 
     def _accept_piece(self, piece, n, readonly, before):
         self._st["writes"] += 1
         _G["writes"] += 1
         if n == 0:
-            return False
+            return
         limit = self._max_pending
         if limit >= 0 and self._pending and self._pending + n > limit:
             # Backpressure: make room first; refuse the piece whole if there is none.
@@ -297,7 +301,7 @@ class BatchWriter:
         ):
             if writable:
                 self._settle_writable(piece, n)
-            return by_ref and not writable
+            return
         try:
             self._flush(False)
         except BaseException:
@@ -319,7 +323,6 @@ class BatchWriter:
             raise self._refusal(before + n - left)
         if writable:
             self._settle_writable(piece, n)
-        return by_ref and not writable
 
     def _settle_writable(self, piece, n):
         """After a writable buffer was sent in place: copy what the kernel did not take."""

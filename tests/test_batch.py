@@ -744,6 +744,38 @@ def test_raising_signal_handler_stops_blocking_flush(fio, socketpair):
             w.close()
 
 
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs setitimer")
+def test_raising_signal_handler_while_waiting_keeps_pieces(fio, socketpair):
+    a, b = socketpair
+    a.setblocking(False)
+    filled = 0
+    with pytest.raises(BlockingIOError):
+        while True:
+            filled += a.send(b"f" * 65536)
+    a.settimeout(20)  # the flush waits in poll (the socket itself is non-blocking)
+
+    def handler(*args):
+        raise Stop()
+
+    old = signal.signal(signal.SIGALRM, handler)
+    source = os.urandom(4 << 20)
+    data = memoryview(source)  # read-only: kept by reference
+    w = fio.BatchWriter(a, closefd=False)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Stop) as info:
+            w.write(data)  # its flush waits (nobody reads) until the handler raises
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert info.value.transferred == len(source) - w.pending
+    drain = drain_in_thread(b)
+    w.flush()  # the pieces (and the held view) are intact: the rest goes out
+    a.shutdown(socket.SHUT_WR)
+    assert drain.join() == b"f" * filled + source
+    w.close()
+
+
 # ---- counters ----
 
 
