@@ -356,6 +356,75 @@ def test_nonblocking_socket_paused_reader_resumes_byte_for_byte(fio, socketpair)
     assert w.stats["would_block"] >= 1
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_nonblocking_random_operations_byte_exact(fio, socketpair, seed):
+    """Leftovers after partial sends, staging compaction and growth, merges after a
+    partial piece: whatever the order, the stream that arrives is the stream written."""
+    a, b = socketpair
+    a.setblocking(False)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    rng = random.Random(seed)
+    buffer_size = rng.choice([64, 1000, 4096, 65536])
+    copy_threshold = rng.randint(0, buffer_size)
+    w = fio.BatchWriter(a, closefd=False, buffer_size=buffer_size, copy_threshold=copy_threshold)
+    gate = threading.Event()
+    gate.set()
+    received = hashlib.sha256()
+    count = [0]
+
+    def reader():
+        while True:
+            gate.wait()
+            data = b.recv(rng.choice([100, 5000, 1 << 16]))
+            if not data:
+                return
+            received.update(data)
+            count[0] += len(data)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    expected = hashlib.sha256()
+    total = 0
+    for step in range(1500):
+        if step % 200 == 0:
+            gate.clear() if gate.is_set() else gate.set()
+        op = rng.random()
+        if op < 0.6:
+            size = rng.choice([0, 1, 7, 63, 500, copy_threshold, buffer_size, 3 * buffer_size])
+            data = rng.randbytes(size)
+            piece = rng.choice([bytes, bytearray, memoryview])(data)
+            w.write(piece)
+            if isinstance(piece, bytearray):
+                piece[:] = b"!" * len(piece)
+            expected.update(data)
+            total += size
+        elif op < 0.8:
+            pieces = [rng.randbytes(rng.randint(0, 300)) for _ in range(rng.randint(0, 40))]
+            w.writelines(pieces)
+            for p in pieces:
+                expected.update(p)
+                total += len(p)
+        else:
+            try:
+                w.flush()
+            except BlockingIOError as exc:
+                assert exc.characters_written >= 0
+    gate.set()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            w.flush()
+            break
+        except BlockingIOError:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    a.shutdown(socket.SHUT_WR)
+    t.join(30)
+    assert count[0] == total
+    assert received.hexdigest() == expected.hexdigest()
+    assert w.stats["bytes_sent"] == total
+
+
 def test_timeout_target_flush_raises_timeout_and_resumes(fio, socketpair):
     a, b = socketpair
     a.settimeout(0.2)
