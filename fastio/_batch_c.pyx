@@ -111,6 +111,7 @@ cdef class BatchWriter:
     cdef int fd
     cdef double budget              # -1.0 blocking, 0.0 non-blocking, else seconds
     cdef bint closefd
+    cdef bint release_gil
     cdef bint is_closed
     cdef bint busy
     cdef int error_code             # errno of the sticky error, 0 when none
@@ -141,11 +142,15 @@ cdef class BatchWriter:
                  timeout=None, closefd=True):
         if self.stage != NULL:
             raise RuntimeError("BatchWriter.__init__ called twice")
-        fd, budget, limit = batch_options(target, buffer_size, copy_threshold, max_pending,
-                                          timeout)
+        fd, budget, limit, fd_blocking = batch_options(
+            target, buffer_size, copy_threshold, max_pending, timeout
+        )
         self.target = target
         self.fd = fd
         self.budget = budget
+        # The GIL is kept around a writev that cannot block (a non-blocking target):
+        # releasing it would cost more than the call.
+        self.release_gil = budget != 0.0 or fd_blocking
         self.closefd = bool(closefd)
         self.buffer_size = buffer_size
         self.copy_threshold = copy_threshold
@@ -446,7 +451,7 @@ cdef class BatchWriter:
             requested = 0
             for i in range(n):
                 requested += vec[i].iov_len
-            if blocking:
+            if self.release_gil:
                 with nogil:
                     r = fio_writev(fd, vec, <int>n)
                     err = errno

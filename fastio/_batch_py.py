@@ -93,7 +93,9 @@ class BatchWriter:
         timeout=None,
         closefd=True,
     ):
-        fd, budget, limit = batch_options(target, buffer_size, copy_threshold, max_pending, timeout)
+        fd, budget, limit, _ = batch_options(
+            target, buffer_size, copy_threshold, max_pending, timeout
+        )
         self._target = target
         self._fd = fd
         self._budget = budget
@@ -392,8 +394,24 @@ class BatchWriter:
             before = 0
             # A list or tuple keeps its items alive during the call: pieces kept by
             # reference then go out in IOV_MAX batches (only copied bytes fill the buffer).
-            self._defer = type(lines) in (list, tuple) and self._max_pending < 0
+            defer = self._defer = type(lines) in (list, tuple) and self._max_pending < 0
+            threshold = self._copy_threshold
+            limit = self._limit
             for data in lines:
+                stage = self._stage
+                if type(data) is bytes and stage is not None:
+                    # The common case: a small piece merged into the open staging piece.
+                    n = len(data)
+                    if 0 < n < threshold and (self._staged if defer else self._pending) + n < limit:
+                        stage += data
+                        self._pending += n
+                        self._staged += n
+                        self._st["writes"] += 1
+                        self._st["bytes_copied"] += n
+                        _G["writes"] += 1
+                        _G["copied"] += n
+                        before += n
+                        continue
                 before += self._accept(data, before)
             self._defer = False
             if self._pending >= self._buffer_size:

@@ -173,10 +173,12 @@ def wait_fd(fd, for_write, deadline, transferred=0):
 
 
 def batch_options(target, buffer_size, copy_threshold, max_pending, timeout):
-    """Check ``BatchWriter``'s arguments; returns ``(fd, budget, max_pending)``.
+    """Check ``BatchWriter``'s arguments; returns ``(fd, budget, max_pending, fd_blocking)``.
 
     ``budget`` is from ``resolve_timeout`` (read once, when the writer is made); ``max_pending``
-    comes back as -1 for "no limit". Bad values raise before any system call.
+    comes back as -1 for "no limit"; ``fd_blocking`` says whether a write on the fd itself
+    may block (an explicit ``timeout=0`` on a blocking fd must not hold the GIL while the
+    kernel blocks). Bad values raise before any system call.
     """
     for name, value in (("buffer_size", buffer_size), ("copy_threshold", copy_threshold)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -192,7 +194,11 @@ def batch_options(target, buffer_size, copy_threshold, max_pending, timeout):
     if timeout is not None:
         check_timeout(timeout)
     fd = fileno_of(target)
-    return fd, resolve_timeout(target, fd, timeout), limit
+    budget = resolve_timeout(target, fd, timeout)
+    # Without an explicit timeout the budget tells: a socket with a timeout, or a raw fd
+    # with O_NONBLOCK, is non-blocking underneath.
+    fd_blocking = os.get_blocking(fd) if timeout is not None else budget < 0.0
+    return fd, budget, limit, fd_blocking
 
 
 def batch_close_target(target, fd):

@@ -632,15 +632,83 @@ def test_bad_fd_is_an_oserror(fio):
     r, wfd = os.pipe()
     os.close(r)
     os.close(wfd)
-    with pytest.raises(OSError):
-        fio.BatchWriter(wfd, closefd=False)  # reading its blocking mode fails
-    w = fio.BatchWriter(wfd, closefd=False, timeout=5)  # nothing asked of the fd yet
+    for kwargs in ({}, {"timeout": 5}):
+        with pytest.raises(OSError) as info:
+            fio.BatchWriter(wfd, closefd=False, **kwargs)  # its mode cannot be read
+        assert info.value.errno == errno.EBADF
+    r, wfd = os.pipe()
+    w = fio.BatchWriter(wfd, closefd=False)
     w.write(b"abc")
+    os.close(wfd)  # closed behind the writer's back
+    os.close(r)
     with pytest.raises(OSError) as info:
         w.flush()
     assert info.value.errno == errno.EBADF
+    assert info.value.transferred == 0
     with pytest.raises(OSError):
         w.write(b"x")
+    with pytest.raises(OSError):
+        w.close()
+    assert w.closed
+
+
+def test_explicit_timeout_on_raw_fd(fio):
+    r, wfd = os.pipe()
+    os.set_blocking(wfd, False)
+    try:
+        w = fio.BatchWriter(wfd, closefd=False, timeout=0.1)
+        t0 = time.monotonic()
+        w.write(b"p" * (1 << 20))  # the pipe fills; the automatic flush stops at the deadline
+        assert 0 < w.pending < 1 << 20
+        pending = w.pending
+        with pytest.raises(TimeoutError) as info:
+            w.flush()
+        assert info.value.transferred == 0 == pending - w.pending
+        with pytest.raises(TimeoutError):
+            w.close()  # closed anyway; the unsent bytes are lost and the error says so
+        assert w.closed
+        assert time.monotonic() - t0 < 5
+    finally:
+        os.close(r)
+        os.close(wfd)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_zero_timeout_on_blocking_fd_does_not_hold_the_gil(fio):
+    # timeout=0 on a blocking fd: the kernel blocks in writev (non-blocking behaviour is
+    # not promised there), but the GIL must not be held meanwhile: the Python reader
+    # thread below has to run for the write to finish.
+    r, wfd = os.pipe()
+    received = []
+
+    def drain():
+        time.sleep(0.1)
+        while sum(map(len, received)) < 1 << 20:
+            received.append(os.read(r, 1 << 16))
+
+    # Watchdog: a child process that unblocks the writer after 20 s if the thread could
+    # not (the test then fails on the data instead of hanging).
+    pid = os.fork()
+    if pid == 0:
+        try:
+            time.sleep(20)
+            while os.read(r, 1 << 16):
+                pass
+        finally:
+            os._exit(0)
+    try:
+        w = fio.BatchWriter(wfd, closefd=False, timeout=0)
+        t = threading.Thread(target=drain, daemon=True)
+        t.start()
+        w.write(b"q" * (1 << 20))
+        w.flush()
+        t.join(30)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(wfd)
+        os.close(r)
+    assert b"".join(received) == b"q" * (1 << 20)
 
 
 def test_wrong_types_and_values(fio, socketpair):
