@@ -13,6 +13,7 @@ from ._impl import IMPLEMENTATION
 from ._info import info
 from ._profile import ProfileReport, profile
 from ._stats import snapshot as _snapshot
+from .batch import BatchWriter
 from .pool import KeyedPool, Pool, PoolStats, SocketPool
 from .ring import Reader, RingBuffer
 
@@ -33,6 +34,7 @@ def stats(reset=False):
 
 __all__ = [
     "IMPLEMENTATION",
+    "BatchWriter",
     "IncompleteReadError",
     "KeyedPool",
     "LimitOverrunError",

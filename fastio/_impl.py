@@ -16,6 +16,7 @@ PRIMITIVES = (
     "sys",
     "pool",
     "ring",
+    "batch",
 )
 
 #: Native modules outside the twin pattern that a native build must also have.

@@ -258,3 +258,43 @@ def wait_ready(fd, for_write, budget, deadline, transferred=0):
             raise would_block(transferred)
         return
     wait_fd(fd, for_write, deadline, transferred)
+
+
+# ---- batch (BatchWriter): argument checks and target ownership, shared by both twins ----
+
+
+def batch_options(target, buffer_size, copy_threshold, max_pending, timeout):
+    """Check ``BatchWriter``'s arguments; returns ``(fd, budget, max_pending, fd_blocking)``.
+
+    ``budget`` is from ``resolve_timeout`` (read once, when the writer is made); ``max_pending``
+    comes back as -1 for "no limit"; ``fd_blocking`` says whether a write on the fd itself
+    may block (an explicit ``timeout=0`` on a blocking fd must not hold the GIL while the
+    kernel blocks). Bad values raise before any system call.
+    """
+    for name, value in (("buffer_size", buffer_size), ("copy_threshold", copy_threshold)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if buffer_size < 1 or buffer_size > 1 << 30:
+        raise ValueError(f"buffer_size must be between 1 and 2**30, got {buffer_size}")
+    if copy_threshold < 0 or copy_threshold > buffer_size:
+        raise ValueError(
+            f"copy_threshold must be between 0 and buffer_size ({buffer_size}), "
+            f"got {copy_threshold}"
+        )
+    limit = check_count(max_pending, "max_pending")
+    if timeout is not None:
+        check_timeout(timeout)
+    fd = fileno_of(target)
+    budget = resolve_timeout(target, fd, timeout)
+    # Without an explicit timeout the budget tells: a socket with a timeout, or a raw fd
+    # with O_NONBLOCK, is non-blocking underneath.
+    fd_blocking = os.get_blocking(fd) if timeout is not None else budget < 0.0
+    return fd, budget, limit, fd_blocking
+
+
+def batch_close_target(target, fd):
+    """Close what a ``BatchWriter`` was given (``closefd=True``): the object, or the raw fd."""
+    if isinstance(target, int):
+        os.close(fd)
+    else:
+        target.close()
