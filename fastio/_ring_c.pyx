@@ -154,6 +154,9 @@ cdef class RingBuffer:
         fio_store_release(&self._head, 0)
         fio_store_release(&self._tail, 0)
 
+    def __init__(self, capacity, *, mirrored=None):
+        pass  # built in __cinit__; this lets a subclass call super().__init__(capacity)
+
     def __dealloc__(self):
         self._release_memory()
 

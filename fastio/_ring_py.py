@@ -142,6 +142,9 @@ class RingBuffer:
         self._closed = False
         return self
 
+    def __init__(self, capacity, *, mirrored=None):
+        pass  # built in __new__; this lets a subclass call super().__init__(capacity)
+
     # -- internals shared with Reader --
 
     def _check_open(self):

@@ -51,7 +51,8 @@ is a buffered reader on top of it with ``asyncio.StreamReader``'s names.
     gather more than the ring holds: interrupted by a would-block, a timeout or any other
     error, it consumes nothing; the exception carries ``.partial`` (a copy of every byte
     gathered) and ``.transferred`` (their count), and the next call of any kind returns
-    those bytes first (``buffered`` counts them).
+    those bytes first (``buffered`` counts them; ``reader.ring`` holds the first
+    ``capacity`` of them, the reader the rest).
 
     Until ``__init__`` has run (``Reader.__new__``, a subclass that skips it) every call
     raises ``ValueError``, as on a closed reader.

@@ -1248,6 +1248,15 @@ def test_ring_buffer_is_built_before_init(fio):
     assert ring.read() == b"abc"
     ring.close()
 
+    class Polite(fio.RingBuffer):
+        def __init__(self, capacity):
+            super().__init__(capacity, mirrored=False)
+            self.tag = "polite"
+
+    ring = Polite(PAGE + 1)
+    assert ring.capacity == 2 * PAGE and ring.tag == "polite"
+    assert ring.write(b"xyz") == 3 and ring.read() == b"xyz"
+
 
 def test_clear_while_a_fill_is_in_flight(fio, socketpair, mirrored):
     """clear() is a consumer call: it works while the producer thread waits in fill() (both
