@@ -1316,3 +1316,26 @@ def test_find_rejects_bool_and_non_int_bounds(fio, bad):
     with pytest.raises(TypeError):
         ring.find(b"b", None)
     assert ring.find(b"b", 0, None) == 1
+
+
+def test_python_twin_without_memfd_maps_a_temporary_file(monkeypatch, socketpair):
+    """Where there is no memfd (or it fails), the Python twin maps a temporary file twice:
+    same behaviour, peek views counted apart from a fill in flight."""
+    from fastio import _impl
+
+    fio = _impl.twin("python")
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    a, b = socketpair
+    ring = positioned(fio, False, PAGE - 2)
+    ring.write(b"wrap")
+    assert ring.find(b"ra") == 1
+    view = ring.peek()
+    assert bytes(view) == b"wr"
+    with pytest.raises(BufferError):
+        ring.clear()
+    view.release()
+    b.sendall(b"abc")
+    assert ring.fill(a) == 3
+    assert ring.read() == b"wrapabc"
+    ring.close()
+    assert ring.closed
