@@ -239,6 +239,27 @@ def frame_header(header):
     return compiled, compiled.size, big, code.islower()
 
 
+def ring_find_range(start, end, length):
+    """``find(sub, start, end)``'s slice over ``length`` readable bytes, as ``bytes.find``
+    clamps it (any int, however large): ``(start, stop)`` within [0, length], or ``(-1, -1)``
+    when nothing can match. ``TypeError`` for a bool or non-int (``end`` may be None).
+    """
+    if isinstance(start, bool) or not isinstance(start, int):
+        raise TypeError(f"start must be an int, not {type(start).__name__}")
+    if end is not None and (isinstance(end, bool) or not isinstance(end, int)):
+        raise TypeError(f"end must be an int or None, not {type(end).__name__}")
+    stop = length if end is None else end
+    if start < 0:
+        start = start + length if start + length > 0 else 0
+    if stop < 0:
+        stop = stop + length if stop + length > 0 else 0
+    elif stop > length:
+        stop = length
+    if start > length or start > stop:
+        return (-1, -1)
+    return (start, stop)
+
+
 def wait_ready(fd, for_write, budget, deadline, transferred=0):
     """Wait, before a call on an fd that may be in blocking mode, until it will not block.
 
