@@ -11,6 +11,7 @@ from ._errors import IncompleteReadError, LimitOverrunError, PoolClosed, PoolTim
 from ._impl import IMPLEMENTATION
 from ._info import info
 from ._stats import snapshot as _snapshot
+from .transfer import copy, relay, sendfile, splice
 
 __version__ = "0.1.0.dev0"
 
@@ -30,6 +31,10 @@ __all__ = [
     "PoolClosed",
     "PoolTimeout",
     "__version__",
+    "copy",
     "info",
+    "relay",
+    "sendfile",
+    "splice",
     "stats",
 ]

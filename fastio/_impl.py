@@ -14,6 +14,7 @@ ALLOWED = ("c", "python")
 #: One trio per primitive: ``fastio._<name>_c`` (Cython), ``fastio._<name>_py`` (Python).
 PRIMITIVES = (
     "sys",
+    "transfer",
 )
 
 

@@ -11,3 +11,7 @@ cpdef object error_from_errno(int code, long long transferred=*, object filename
 cpdef object timeout_error(long long transferred=*)
 cpdef object would_block(long long transferred=*)
 cpdef wait_fd(int fd, bint for_write, double deadline, long long transferred=*)
+
+# ---- transfer (sendfile, splice, copy, relay) ----
+cpdef long long check_offset(object offset) except? -2
+
