@@ -307,6 +307,14 @@ cdef class _Op:
         raise error_from_errno(err, self.sent)
 
 
+cdef int _short(_Op op) except -1:
+    """After a short result: a signal may have cut the call short, run its handler now
+    (one that raises ends the transfer with the progress attached)."""
+    C.partial += 1
+    run_signal_handlers(op.sent)
+    return 0
+
+
 cdef int _retry(_Op op, int err, int side) except -1:
     """Common handling of EINTR and EAGAIN: 1 to retry the call, 0 for other errors."""
     if err == EINTR:
@@ -341,9 +349,9 @@ cdef bint _stage_copy_file_range(_Op op) except -1:
             op.failed(err)
         if k == 0:
             return op.sent != 0  # nothing copied at all: let sendfile say whether it is EOF
-        if k < n:
-            C.partial += 1
         op.advance(k, &C.copy_file_range_bytes)
+        if k < n:
+            _short(op)
     return True
 
 
@@ -368,9 +376,9 @@ cdef bint _stage_sendfile(_Op op) except -1:
             op.failed(err)
         if k == 0:  # the file ended early (it shrank): never spin
             return True
-        if k < n:
-            C.partial += 1
         op.advance(k, &C.sendfile_bytes)
+        if k < n:
+            _short(op)
     return True
 
 
@@ -401,6 +409,8 @@ cdef bint _splice_direct(_Op op) except -1:
         if k == 0:
             return True
         op.advance(k, &C.splice_bytes)
+        if k < n:
+            run_signal_handlers(op.sent)
     return True
 
 
@@ -452,11 +462,14 @@ cdef bint _splice_via_pipe(_Op op) except -1:
                     held = 0
                     return False
                 op.failed(err)
-            if k < held:
-                C.partial += 1
             held -= k
             op.advance(k, &C.splice_bytes)
+            if held:
+                _short(op)
         return True
+    except BaseException:
+        held = -1  # same rule as the Python twin: a pipe is never reused after an error
+        raise
     finally:
         _pipe_put(fds, capacity, held == 0)
 
@@ -496,9 +509,9 @@ cdef int _write_all(_Op op, bytearray buffer, object data, long long total) exce
                 if _retry(op, err, 1):
                     continue
                 op.failed(err)
-            if k < total - done:
-                C.partial += 1
             op.advance(k, &C.loop_bytes)
+            if k < total - done:
+                _short(op)
         done += k
     return 0
 
@@ -770,8 +783,8 @@ cdef object _sendfile_fast(object sock, object file, object ftype, object offset
     op.remaining = want
     try:
         if k > 0:
-            C.partial += 1
             op.advance(k, &C.sendfile_bytes)
+            _short(op)
         elif k < 0:
             _retry(op, err, 1)
     except BaseException as exc:

@@ -178,14 +178,15 @@ class _Op:
         r = self.remaining
         return limit if r < 0 or r > limit else r
 
-    def advance(self, n, field):
-        self.sent += n
-        if self.remaining > 0:
-            self.remaining -= n
-        if self.pos >= 0:
-            self.pos += n
+    def count(self, n, field, wanted):
+        """Counters of one system call that moved ``n`` bytes (the state is updated inline
+        before this call: a signal handler may raise at any Python call, and the progress
+        must already be recorded then)."""
+        _counters.syscalls += 1
         _counters.bytes += n
         setattr(_counters, field, getattr(_counters, field) + n)
+        if n < wanted:
+            _counters.partial += 1
 
     def side_budget(self, side):
         budget = self.budget[side]
@@ -218,35 +219,75 @@ class _Op:
         return False
 
 
+def _recover_progress(op):
+    """CPython runs signal handlers right after a C call returns, so a handler that raises
+    there hides that call's result; the file position the kernel advanced tells the truth."""
+    try:
+        actual = os.lseek(op.src_fd, 0, os.SEEK_CUR)
+    except OSError:
+        return
+    if actual > op.pos:
+        k = actual - op.pos
+        op.sent += k
+        if op.remaining > 0:
+            op.remaining -= k
+        op.pos = actual
+
+
+def _kernel_positioned(op, loop):
+    """Run ``loop`` with the source's fd position as the offset (the kernel advances it, see
+    ``_recover_progress``); a buffered object's own idea of its fd position is put back."""
+    saved = os.lseek(op.src_fd, 0, os.SEEK_CUR) if op.src_ep == EP_BUFFERED else -1
+    os.lseek(op.src_fd, op.pos, os.SEEK_SET)
+    try:
+        return loop(op)
+    except BaseException:
+        _recover_progress(op)
+        raise
+    finally:
+        if saved >= 0:
+            os.lseek(op.src_fd, saved, os.SEEK_SET)
+
+
 def _stage_copy_file_range(op):
     """File to file inside the kernel. True when finished, False to fall back."""
+    return _kernel_positioned(op, _copy_file_range_loop)
+
+
+def _copy_file_range_loop(op):
     while op.remaining:
         n = op.want()
         try:
-            k = os.copy_file_range(op.src_fd, op.dst_fd, n, op.pos)
+            k = os.copy_file_range(op.src_fd, op.dst_fd, n)
         except OSError as exc:
             op.error(exc)
             if op.sent == 0 and exc.errno in COPY_FILE_RANGE_FALLBACK_ERRNOS:
                 _counters.fallbacks += 1
                 return False
             raise _policy.with_progress(exc, op.sent) from None
-        _counters.syscalls += 1
         if k == 0:
-            if op.sent == 0:  # some filesystems copy nothing: let sendfile say whether it is EOF
-                return False
-            return True
-        if k < n:
-            _counters.partial += 1
-        op.advance(k, "copy_file_range_bytes")
+            _counters.syscalls += 1
+            # some filesystems copy nothing: let sendfile say whether it is EOF
+            return op.sent != 0
+        op.sent += k
+        if op.remaining > 0:
+            op.remaining -= k
+        if op.pos >= 0:
+            op.pos += k
+        op.count(k, "copy_file_range_bytes", n)
     return True
 
 
 def _stage_sendfile(op):
     """A positioned (regular) file to any fd."""
+    return _kernel_positioned(op, _sendfile_loop)
+
+
+def _sendfile_loop(op):
     while op.remaining:
         n = op.want()
         try:
-            k = os.sendfile(op.dst_fd, op.src_fd, op.pos, n)
+            k = os.sendfile(op.dst_fd, op.src_fd, None, n)
         except OSError as exc:
             if op.error(exc):
                 op.wait(1)
@@ -255,12 +296,15 @@ def _stage_sendfile(op):
                 _counters.fallbacks += 1
                 return False
             raise _policy.with_progress(exc, op.sent) from None
-        _counters.syscalls += 1
         if k == 0:  # the file ended early (it shrank): never spin
+            _counters.syscalls += 1
             return True
-        if k < n:
-            _counters.partial += 1
-        op.advance(k, "sendfile_bytes")
+        op.sent += k
+        if op.remaining > 0:
+            op.remaining -= k
+        if op.pos >= 0:
+            op.pos += k
+        op.count(k, "sendfile_bytes", n)
     return True
 
 
@@ -281,10 +325,15 @@ def _splice_direct(op):
                 _counters.fallbacks += 1
                 return False
             raise _policy.with_progress(exc, op.sent) from None
-        _counters.syscalls += 1
         if k == 0:
+            _counters.syscalls += 1
             return True
-        op.advance(k, "splice_bytes")
+        op.sent += k
+        if op.remaining > 0:
+            op.remaining -= k
+        if op.pos >= 0:
+            op.pos += k
+        op.count(k, "splice_bytes", k)
     return True
 
 
@@ -310,10 +359,10 @@ def _splice_via_pipe(op):
                         _counters.fallbacks += 1
                         return False
                     raise _policy.with_progress(exc, op.sent) from None
+                held = k
                 _counters.syscalls += 1
                 if k == 0:
                     return True
-                held = k
             try:
                 k = os.splice(r, op.dst_fd, held, flags=_SPLICE_FLAGS)
             except OSError as exc:
@@ -329,12 +378,17 @@ def _splice_via_pipe(op):
                     held = 0
                     return False
                 raise _policy.with_progress(exc, op.sent) from None
-            _counters.syscalls += 1
-            if k < held:
-                _counters.partial += 1
             held -= k
-            op.advance(k, "splice_bytes")
+            op.sent += k
+            if op.remaining > 0:
+                op.remaining -= k
+            if op.pos >= 0:
+                op.pos += k
+            op.count(k, "splice_bytes", k + held)
         return True
+    except BaseException:
+        held = -1  # a handler may have raised between a call and its accounting
+        raise
     finally:
         _pipe_put(pipe, held == 0)
 
@@ -355,9 +409,12 @@ def _write_all(op, view, field):
     while done < total:
         if op.dst_ep == EP_OBJECT:
             k = _policy.write_object(op.dst, view[done:])
-            _counters.syscalls += 1
-            if k:
-                op.advance(k, field)
+            op.sent += k
+            if op.remaining > 0:
+                op.remaining -= k
+            if op.pos >= 0:
+                op.pos += k
+            op.count(k, field, k)
             if done + k < total:
                 raise _policy.would_block(op.sent)
         else:
@@ -368,10 +425,12 @@ def _write_all(op, view, field):
                     op.wait(1)
                     continue
                 raise _policy.with_progress(exc, op.sent) from None
-            _counters.syscalls += 1
-            if k < total - done:
-                _counters.partial += 1
-            op.advance(k, field)
+            op.sent += k
+            if op.remaining > 0:
+                op.remaining -= k
+            if op.pos >= 0:
+                op.pos += k
+            op.count(k, field, total - done)
         done += k
 
 
@@ -650,11 +709,11 @@ def relay(a, b, *, idle_timeout=None):
                         _counters.would_block += 1
                         want[d.src] |= select.POLLIN
                     else:
-                        _counters.syscalls += 1
-                        progress = True
+                        d.end += k
                         if k == 0:
                             d.eof = True
-                        d.end += k
+                        progress = True
+                        _counters.syscalls += 1
                 if d.end > d.start:
                     try:
                         k = os.write(d.dst, d.view[d.start : d.end])
@@ -665,16 +724,16 @@ def relay(a, b, *, idle_timeout=None):
                         _counters.would_block += 1
                         want[d.dst] |= select.POLLOUT
                     else:
-                        _counters.syscalls += 1
-                        if k < d.end - d.start:
-                            _counters.partial += 1
-                        progress = True
-                        d.start += k
                         d.moved += k
-                        _counters.bytes += k
-                        _counters.loop_bytes += k
+                        d.start += k
                         if d.start == d.end:
                             d.start = d.end = 0
+                        else:
+                            _counters.partial += 1
+                        progress = True
+                        _counters.syscalls += 1
+                        _counters.bytes += k
+                        _counters.loop_bytes += k
                 if d.eof and d.start == d.end:
                     _shutdown_write(d.dst)  # pass the EOF on (half-close)
                     d.shut = True
