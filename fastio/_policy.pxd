@@ -14,4 +14,3 @@ cpdef wait_fd(int fd, bint for_write, double deadline, long long transferred=*)
 
 # ---- transfer (sendfile, splice, copy, relay) ----
 cpdef long long check_offset(object offset) except? -2
-

@@ -13,7 +13,7 @@ import os
 import socket
 
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.stdio cimport SEEK_CUR, SEEK_SET
+from libc.stdio cimport SEEK_CUR, SEEK_END, SEEK_SET
 from libc.string cimport memset
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
@@ -153,6 +153,11 @@ cdef unsigned int SPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK
 cdef object _Socket = socket.socket
 cdef object _FileIO = io.FileIO
 cdef object _BufferedReader = io.BufferedReader
+# The methods themselves: no attribute lookup per call once the exact type is known.
+cdef object _br_seek = io.BufferedReader.seek
+cdef object _br_tell = io.BufferedReader.tell
+cdef object _br_fileno = io.BufferedReader.fileno
+cdef object _fileio_fileno = io.FileIO.fileno
 cdef object _socket_type = _socket.socket.type
 cdef int SOCK_STREAM = socket.SOCK_STREAM
 cdef object FALLBACK_ERRNOS = _policy.FALLBACK_ERRNOS
@@ -721,58 +726,79 @@ cdef object _sendfile_fast(object sock, object file, object ftype, object offset
     cdef long long start = check_offset(offset)
     cdef long long limit = check_count(count)
     cdef long long want
-    cdef int out_fd, in_fd, kind, err
-    cdef fio_off_t size, pos, off
+    cdef int out_fd, in_fd, err
+    cdef fio_off_t size = 0, pos, off, end
     cdef fio_ssize_t k
     cdef _Op op
-    if _socket_type.__get__(sock) != SOCK_STREAM:
-        return None
-    out_fd = sock.fileno()
+    if type(sock) is int:
+        if sock < 0 or sock > 0x7FFFFFFF:
+            return None
+        out_fd = sock
+    else:
+        if _socket_type.__get__(sock) != SOCK_STREAM:
+            return None
+        out_fd = sock.fileno()
     if ftype is int:
         if file < 0 or file > 0x7FFFFFFF:
             return None
         in_fd = file
+    elif ftype is _BufferedReader:
+        in_fd = _br_fileno(file)
     else:
-        in_fd = file.fileno()
+        in_fd = _fileio_fileno(file)
     if out_fd < 0:
         return None
-    kind = fio_fstat_kind(in_fd, &size)
-    if kind != FIO_KIND_REG or size <= 0:
-        return None
+    # No fstat up front: sendfile itself refuses what is not a file (EINVAL: the general path
+    # falls back), and when it returns short, one lseek(SEEK_END) both tells whether that was
+    # EOF and leaves the position there: two system calls per small file, not three.
     if start >= 0:
         pos = start
     elif ftype is _BufferedReader:
-        pos = file.tell()
+        pos = _br_tell(file)
     else:
         pos = fio_lseek(in_fd, 0, SEEK_CUR)
         if pos < 0:
             return None
-    want = size - pos if size > pos else 0
-    if limit >= 0 and limit < want:
-        want = limit
-    if want == 0 or want > MAX_CHUNK:
+    want = MAX_CHUNK if limit < 0 or limit > MAX_CHUNK else limit
+    if want == 0:
         return None
     off = pos
     with nogil:
         k = fio_sendfile(out_fd, in_fd, &off, <size_t>want)
         err = errno
-    if k == want:
-        C.calls += 1
-        C.syscalls += 1
-        C.bytes += <unsigned long long>k
-        C.sendfile_bytes += <unsigned long long>k
-        if ftype is _BufferedReader:
-            file.seek(pos + k)
+    if k >= 0:
+        if k == 0:  # at or past EOF: nothing sent, the position is left alone
+            C.calls += 1
+            C.syscalls += 1
+            return 0
+        if k == want:
+            end = -1
+            if ftype is _BufferedReader:
+                _br_seek(file, pos + k)
+            else:
+                fio_lseek(in_fd, pos + k, SEEK_SET)
+        elif ftype is _BufferedReader:
+            end = _br_seek(file, 0, SEEK_END)
         else:
-            fio_lseek(in_fd, pos + k, SEEK_SET)
-        return k
-    if k < 0 and not (err == EINTR or _again(err)):
-        if err in FALLBACK_ERRNOS:
-            return None  # the general path falls back (the call is repeated there)
-        C.calls += 1
-        C.syscalls += 1
-        raise error_from_errno(err, 0)
-    # interrupted, would block or partial: the general engine carries on from here
+            end = fio_lseek(in_fd, 0, SEEK_END)
+        if end < pos + k:  # (a file that shrank meanwhile: still "after the last byte")
+            if ftype is _BufferedReader:
+                _br_seek(file, pos + k)
+            else:
+                fio_lseek(in_fd, pos + k, SEEK_SET)
+        if end <= pos + k:
+            C.calls += 1
+            C.syscalls += 1
+            C.bytes += <unsigned long long>k
+            C.sendfile_bytes += <unsigned long long>k
+            return k
+        size = end
+    elif err in FALLBACK_ERRNOS or not (err == EINTR or _again(err)):
+        return None  # the general path repeats the call and falls back or raises
+    else:
+        if fio_fstat_kind(in_fd, &size) < 0:
+            return None
+    # interrupted, would block or short of EOF: the general engine carries on from here
     C.calls += 1
     C.syscalls += 1
     op = _Op()
@@ -780,20 +806,22 @@ cdef object _sendfile_fast(object sock, object file, object ftype, object offset
     op.dst, op.dst_ep, op.dst_fd = sock, EP_FD, out_fd
     op.src_kind = FIO_KIND_REG
     op.pos = pos
-    op.remaining = want
+    want = size - pos if size > pos else 0
+    op.remaining = want if limit < 0 or limit > want else limit
     try:
         if k > 0:
             op.advance(k, &C.sendfile_bytes)
             _short(op)
-        elif k < 0:
+        else:
             _retry(op, err, 1)
     except BaseException as exc:
         _restore(op)
         if getattr(exc, "transferred", None) is None:
             with_progress(exc, op.sent)
         raise
-    if k == 0:
-        return 0  # the file shrank under us
+    if op.remaining == 0:
+        _restore(op)
+        return op.sent
     return _execute(op, MODE_SENDFILE, size)
 
 
@@ -811,7 +839,8 @@ def sendfile(sock, file, offset=None, count=None, *, timeout=None):
     read-and-send loop.
     """
     cdef object ftype = type(file)
-    if timeout is None and type(sock) is _Socket and (
+    cdef object stype = type(sock)
+    if timeout is None and (stype is _Socket or stype is int) and (
         ftype is _BufferedReader or ftype is int or ftype is _FileIO
     ):
         result = _sendfile_fast(sock, file, ftype, offset, count)
