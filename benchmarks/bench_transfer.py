@@ -15,9 +15,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import fastio  # noqa: E402
-from fastio.bench import _harness  # noqa: E402
-from fastio.bench import transfer as _transfer  # noqa: E402, F401  (registers the scenarios)
+import fastio
+from fastio.bench import _harness
+from fastio.bench import transfer as _transfer  # noqa: F401  (registers the scenarios)
 
 
 def main(argv=None):

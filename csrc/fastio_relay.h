@@ -25,6 +25,9 @@ typedef struct {
     char *buf;               /* buffer mode */
     size_t buf_cap, start, end;
     int eof, shut;
+    /* Readiness as last seen: set after EAGAIN or a short result (the socket was emptied or
+     * filled), cleared by poll. Saves the failing call a level-triggered retry would cost. */
+    int src_wait, dst_wait;
     unsigned long long moved;
 } fio_relay_dir;
 
@@ -63,14 +66,23 @@ static int fio_relay_step(fio_relay *r, fio_relay_dir *d, short *want_src, short
 
     if (d->shut) return 0;
     /* fill: source -> pipe or buffer */
-    if (!d->eof) {
+    if (!d->eof && d->src_wait) {
+        /* wait for data only while there is room for it (else poll would spin) */
+        if (d->pipe_r >= 0 ? d->held < d->pipe_cap : d->end < d->buf_cap) *want_src |= POLLIN;
+    } else if (!d->eof) {
         if (d->pipe_r >= 0) {
             if (d->held < d->pipe_cap) {
-                n = fio_splice(d->src, d->pipe_w, d->pipe_cap - d->held, FIO_RELAY_SPLICE_FLAGS);
+                size_t room = d->pipe_cap - d->held;
+                n = fio_splice(d->src, d->pipe_w, room, FIO_RELAY_SPLICE_FLAGS);
                 r->syscalls++;
-                if (n > 0) { d->held += (size_t)n; progress = 1; }
+                if (n > 0) {
+                    d->held += (size_t)n; progress = 1;
+                    if ((size_t)n < room) { d->src_wait = 1; *want_src |= POLLIN; }
+                }
                 else if (n == 0) { d->eof = 1; progress = 1; }
-                else if (fio_relay_again(errno)) { r->would_block++; *want_src |= POLLIN; }
+                else if (fio_relay_again(errno)) {
+                    r->would_block++; d->src_wait = 1; *want_src |= POLLIN;
+                }
                 else if (fio_relay_fallback_errno(errno) && d->moved == 0 && d->held == 0) {
                     /* the kernel refuses splice here: this direction uses its buffer */
                     r->fallbacks++;
@@ -80,37 +92,53 @@ static int fio_relay_step(fio_relay *r, fio_relay_dir *d, short *want_src, short
                 else { r->err = errno; return -1; }
             }
         } else if (d->end < d->buf_cap) {
-            n = fio_recv(d->src, d->buf + d->end, d->buf_cap - d->end, MSG_DONTWAIT);
+            size_t room = d->buf_cap - d->end;
+            n = fio_recv(d->src, d->buf + d->end, room, MSG_DONTWAIT);
             r->syscalls++;
-            if (n > 0) { d->end += (size_t)n; progress = 1; }
+            if (n > 0) {
+                d->end += (size_t)n; progress = 1;
+                if ((size_t)n < room) { d->src_wait = 1; *want_src |= POLLIN; }
+            }
             else if (n == 0) { d->eof = 1; progress = 1; }
-            else if (fio_relay_again(errno)) { r->would_block++; *want_src |= POLLIN; }
+            else if (fio_relay_again(errno)) {
+                r->would_block++; d->src_wait = 1; *want_src |= POLLIN;
+            }
             else { r->err = errno; return -1; }
         }
     }
     /* drain: pipe or buffer -> destination */
-    if (d->pipe_r >= 0) {
+    if (d->dst_wait) {
+        if (d->held > 0 || d->end > d->start) *want_dst |= POLLOUT;
+    } else if (d->pipe_r >= 0) {
         if (d->held > 0) {
             n = fio_splice(d->pipe_r, d->dst, d->held, FIO_RELAY_SPLICE_FLAGS);
             r->syscalls++;
             if (n > 0) {
-                if ((size_t)n < d->held) r->partial++;
+                if ((size_t)n < d->held) {
+                    r->partial++; d->dst_wait = 1; *want_dst |= POLLOUT;
+                }
                 d->held -= (size_t)n; d->moved += (unsigned long long)n;
                 r->splice_bytes += (unsigned long long)n; progress = 1;
             }
-            else if (n < 0 && fio_relay_again(errno)) { r->would_block++; *want_dst |= POLLOUT; }
+            else if (n < 0 && fio_relay_again(errno)) {
+                r->would_block++; d->dst_wait = 1; *want_dst |= POLLOUT;
+            }
             else if (n < 0) { r->err = errno; return -1; }
         }
     } else if (d->end > d->start) {
         n = fio_send(d->dst, d->buf + d->start, d->end - d->start, MSG_DONTWAIT);
         r->syscalls++;
         if (n > 0) {
-            if ((size_t)n < d->end - d->start) r->partial++;
+            if ((size_t)n < d->end - d->start) {
+                r->partial++; d->dst_wait = 1; *want_dst |= POLLOUT;
+            }
             d->start += (size_t)n; d->moved += (unsigned long long)n;
             r->loop_bytes += (unsigned long long)n; progress = 1;
             if (d->start == d->end) d->start = d->end = 0;
         }
-        else if (n < 0 && fio_relay_again(errno)) { r->would_block++; *want_dst |= POLLOUT; }
+        else if (n < 0 && fio_relay_again(errno)) {
+            r->would_block++; d->dst_wait = 1; *want_dst |= POLLOUT;
+        }
         else if (n < 0) { r->err = errno; return -1; }
     }
     /* pass the EOF on once everything before it was delivered */
@@ -166,6 +194,14 @@ static int fio_relay_run(fio_relay *r)
             && fio_monotonic() - r->last_progress >= r->idle_ms / 1000.0)
             return -2;
         if ((fds[0].revents | fds[1].revents) & POLLNVAL) { r->err = EBADF; return -1; }
+        /* fds[0] is a = d[0].src = d[1].dst; fds[1] is b = d[1].src = d[0].dst */
+        {
+            short ra = fds[0].revents, rb = fds[1].revents;
+            if (ra & (POLLIN | POLLHUP | POLLERR)) r->d[0].src_wait = 0;
+            if (ra & (POLLOUT | POLLHUP | POLLERR)) r->d[1].dst_wait = 0;
+            if (rb & (POLLIN | POLLHUP | POLLERR)) r->d[1].src_wait = 0;
+            if (rb & (POLLOUT | POLLHUP | POLLERR)) r->d[0].dst_wait = 0;
+        }
     }
 }
 
