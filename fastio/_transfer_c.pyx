@@ -726,8 +726,8 @@ cdef object _sendfile_fast(object sock, object file, object ftype, object offset
     cdef long long start = check_offset(offset)
     cdef long long limit = check_count(count)
     cdef long long want
-    cdef int out_fd, in_fd, err
-    cdef fio_off_t size = 0, pos, off, end
+    cdef int out_fd, in_fd, err, kind
+    cdef fio_off_t size = 0, pos, off
     cdef fio_ssize_t k
     cdef _Op op
     if type(sock) is int:
@@ -748,9 +748,12 @@ cdef object _sendfile_fast(object sock, object file, object ftype, object offset
         in_fd = _fileio_fileno(file)
     if out_fd < 0:
         return None
-    # No fstat up front: sendfile itself refuses what is not a file (EINVAL: the general path
-    # falls back), and when it returns short, one lseek(SEEK_END) both tells whether that was
-    # EOF and leaves the position there: two system calls per small file, not three.
+    # fstat for the size: sendfile is then asked for exactly the bytes the file has (a larger
+    # count sets SPLICE_F_MORE on the last piece, which may leave it corked in TCP), and a
+    # file that is not regular goes to the general path. Then one sendfile, one lseek.
+    kind = fio_fstat_kind(in_fd, &size)
+    if kind != FIO_KIND_REG or size <= 0:
+        return None
     if start >= 0:
         pos = start
     elif ftype is _BufferedReader:
@@ -759,45 +762,35 @@ cdef object _sendfile_fast(object sock, object file, object ftype, object offset
         pos = fio_lseek(in_fd, 0, SEEK_CUR)
         if pos < 0:
             return None
-    want = MAX_CHUNK if limit < 0 or limit > MAX_CHUNK else limit
-    if want == 0:
+    want = size - pos if size > pos else 0
+    if limit >= 0 and limit < want:
+        want = limit
+    if want == 0 or want > MAX_CHUNK:
         return None
     off = pos
     with nogil:
         k = fio_sendfile(out_fd, in_fd, &off, <size_t>want)
         err = errno
-    if k >= 0:
-        if k == 0:  # at or past EOF: nothing sent, the position is left alone
-            C.calls += 1
-            C.syscalls += 1
-            return 0
-        if k == want:
-            end = -1
-            if ftype is _BufferedReader:
-                _br_seek(file, pos + k)
-            else:
-                fio_lseek(in_fd, pos + k, SEEK_SET)
-        elif ftype is _BufferedReader:
-            end = _br_seek(file, 0, SEEK_END)
+    if k == want:
+        C.calls += 1
+        C.syscalls += 1
+        C.bytes += <unsigned long long>k
+        C.sendfile_bytes += <unsigned long long>k
+        if ftype is _BufferedReader:
+            _br_seek(file, pos + k)
         else:
-            end = fio_lseek(in_fd, 0, SEEK_END)
-        if end < pos + k:  # (a file that shrank meanwhile: still "after the last byte")
-            if ftype is _BufferedReader:
-                _br_seek(file, pos + k)
-            else:
-                fio_lseek(in_fd, pos + k, SEEK_SET)
-        if end <= pos + k:
-            C.calls += 1
-            C.syscalls += 1
-            C.bytes += <unsigned long long>k
-            C.sendfile_bytes += <unsigned long long>k
-            return k
-        size = end
-    elif err in FALLBACK_ERRNOS or not (err == EINTR or _again(err)):
-        return None  # the general path repeats the call and falls back or raises
-    else:
-        if fio_fstat_kind(in_fd, &size) < 0:
-            return None
+            fio_lseek(in_fd, pos + k, SEEK_SET)
+        return k
+    if k == 0:  # the file shrank since fstat: it ends the transfer
+        C.calls += 1
+        C.syscalls += 1
+        return 0
+    if k < 0 and not (err == EINTR or _again(err)):
+        if err in FALLBACK_ERRNOS:
+            return None  # the general path repeats the call and falls back
+        C.calls += 1
+        C.syscalls += 1
+        raise error_from_errno(err, 0)
     # interrupted, would block or short of EOF: the general engine carries on from here
     C.calls += 1
     C.syscalls += 1
@@ -806,8 +799,7 @@ cdef object _sendfile_fast(object sock, object file, object ftype, object offset
     op.dst, op.dst_ep, op.dst_fd = sock, EP_FD, out_fd
     op.src_kind = FIO_KIND_REG
     op.pos = pos
-    want = size - pos if size > pos else 0
-    op.remaining = want if limit < 0 or limit > want else limit
+    op.remaining = want
     try:
         if k > 0:
             op.advance(k, &C.sendfile_bytes)
@@ -819,9 +811,6 @@ cdef object _sendfile_fast(object sock, object file, object ftype, object offset
         if getattr(exc, "transferred", None) is None:
             with_progress(exc, op.sent)
         raise
-    if op.remaining == 0:
-        _restore(op)
-        return op.sent
     return _execute(op, MODE_SENDFILE, size)
 
 
