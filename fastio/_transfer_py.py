@@ -17,6 +17,7 @@ import os
 import select
 import socket
 import stat
+import sys
 import time
 
 from . import _policy, _stats
@@ -39,9 +40,39 @@ _AGAIN = frozenset((errno.EAGAIN, errno.EWOULDBLOCK))
 _HAVE_SENDFILE = hasattr(os, "sendfile")
 _HAVE_SPLICE = hasattr(os, "splice")
 _HAVE_COPY_FILE_RANGE = hasattr(os, "copy_file_range")
+_HAVE_READV = hasattr(os, "readv")
+_HAVE_PREADV = hasattr(os, "preadv")
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 
+# Linux's sendfile takes offset=None (the fd position, which the kernel advances); elsewhere
+# os.sendfile needs an int offset.
+_KERNEL_POSITION = sys.platform.startswith("linux")
+
 KIND_OTHER, KIND_REG, KIND_PIPE, KIND_SOCK = 0, 1, 2, 3
+
+
+def _read_into(fd, chunk):
+    """One read of ``fd`` into ``chunk`` (os.readv where it exists)."""
+    if _HAVE_READV:
+        return os.readv(fd, [chunk])
+    data = os.read(fd, len(chunk))
+    chunk[: len(data)] = data
+    return len(data)
+
+
+def _pread_into(fd, chunk, pos):
+    """One read of ``fd`` at ``pos`` into ``chunk``, the fd position untouched where possible."""
+    if _HAVE_PREADV:
+        return os.preadv(fd, [chunk], pos)
+    if hasattr(os, "pread"):
+        data = os.pread(fd, len(chunk), pos)
+    else:  # Windows: no positioned read; the position is set at the end of the call anyway
+        os.lseek(fd, pos, os.SEEK_SET)
+        data = os.read(fd, len(chunk))
+    chunk[: len(data)] = data
+    return len(data)
+
+
 MODE_SENDFILE, MODE_SPLICE, MODE_COPY = 0, 1, 2
 
 
@@ -280,6 +311,8 @@ def _copy_file_range_loop(op):
 
 def _stage_sendfile(op):
     """A positioned (regular) file to any fd."""
+    if not _KERNEL_POSITION:
+        return _sendfile_loop(op)
     return _kernel_positioned(op, _sendfile_loop)
 
 
@@ -287,7 +320,7 @@ def _sendfile_loop(op):
     while op.remaining:
         n = op.want()
         try:
-            k = os.sendfile(op.dst_fd, op.src_fd, None, n)
+            k = os.sendfile(op.dst_fd, op.src_fd, None if _KERNEL_POSITION else op.pos, n)
         except OSError as exc:
             if op.error(exc):
                 op.wait(1)
@@ -459,11 +492,11 @@ def _stage_loop(op, peek):
             else:
                 try:
                     if op.pos >= 0:
-                        k = os.preadv(op.src_fd, [chunk], op.pos)
+                        k = _pread_into(op.src_fd, chunk, op.pos)
                     elif peek:
                         k = wrapper.recv_into(chunk, n, socket.MSG_PEEK)
                     else:
-                        k = os.readv(op.src_fd, [chunk])
+                        k = _read_into(op.src_fd, chunk)
                 except OSError as exc:
                     if op.error(exc):
                         op.wait(0)
@@ -701,7 +734,7 @@ def relay(a, b, *, idle_timeout=None):
                     continue
                 if not d.eof and d.end < BUFFER_SIZE:
                     try:
-                        k = os.readv(d.src, [d.view[d.end :]])
+                        k = _read_into(d.src, d.view[d.end :])
                     except OSError as exc:
                         _counters.syscalls += 1
                         if exc.errno not in _AGAIN:

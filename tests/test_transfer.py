@@ -877,6 +877,32 @@ def test_relay_idle_timeout_restarts_on_traffic(fio):
     close_all(client, server, a, b)
 
 
+def test_relay_raising_signal_handler_stops_it(fio):
+    client, a = socket.socketpair()
+    b, server = socket.socketpair()
+
+    class Stop(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Stop
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        client.sendall(b"q" * 1000)
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        started = time.monotonic()
+        with pytest.raises(Stop) as info:
+            fio.relay(a, b)  # in the main thread: the signal interrupts its wait
+        assert time.monotonic() - started < 10
+        assert info.value.transferred == (1000, 0)
+        assert server.recv(2000) == b"q" * 1000
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        close_all(client, a, b, server)
+
+
 def test_relay_wrong_arguments(fio, socketpair):
     a, b = socketpair
     with pytest.raises(TypeError):
@@ -922,3 +948,63 @@ def test_stats_count_every_call(fio):
     assert after["calls"] == before["calls"] + 1
     assert after["loop_bytes"] == before["loop_bytes"] + 3
     assert set(after) >= set(_stats.COMMON_FIELDS)
+
+
+# ---- the portable paths (what the Python twin does where os lacks the fast calls) --------
+
+
+@pytest.fixture
+def portable(monkeypatch):
+    """The Python twin as on a platform without sendfile, splice, copy_file_range, preadv."""
+    from fastio import _impl, _transfer_py
+
+    for name in (
+        "_HAVE_SENDFILE",
+        "_HAVE_SPLICE",
+        "_HAVE_COPY_FILE_RANGE",
+        "_HAVE_READV",
+        "_HAVE_PREADV",
+        "_KERNEL_POSITION",
+    ):
+        monkeypatch.setattr(_transfer_py, name, False)
+    return _impl.twin("python")
+
+
+def test_portable_paths_move_the_same_bytes(portable, socketpair, small_path, tmp_path):
+    a, b = socketpair
+    before = counters(portable)
+    reader = drain_in_thread(b)
+    with open(small_path, "rb") as f:
+        assert portable.sendfile(a, f, 5, 50_000) == 50_000
+        assert f.tell() == 50_005
+    c, d = socket.socketpair()
+    with c, d:
+        send_and_close(c, b"spliced")
+        assert portable.splice(d, a) == 7
+    a.shutdown(socket.SHUT_WR)
+    assert reader.join() == DATA[5:50_005] + b"spliced"
+    with open(small_path, "rb") as src, open(tmp_path / "out", "wb") as dst:
+        assert portable.copy(src, dst) == 100_003
+    assert (tmp_path / "out").read_bytes() == DATA[:100_003]
+    after = counters(portable)
+    assert after["loop_bytes"] - before["loop_bytes"] == 50_000 + 7 + 100_003
+    assert after["sendfile_bytes"] == before["sendfile_bytes"]
+
+
+def test_portable_nonblocking_destination_loses_nothing(portable, big_path):
+    a, b = socket.socketpair()
+    with a, b, open(big_path, "rb") as f:
+        a.setblocking(False)
+        with pytest.raises(BlockingIOError) as info:
+            portable.sendfile(a, f)
+        sent = info.value.characters_written
+        assert 0 < sent == f.tell()
+        reader = drain_in_thread(b)
+        while f.tell() < SIZE:
+            try:
+                sent += portable.sendfile(a, f)
+            except BlockingIOError as exc:
+                sent += exc.characters_written
+                time.sleep(0.001)
+        a.shutdown(socket.SHUT_WR)
+        assert reader.join() == DATA
