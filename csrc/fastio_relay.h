@@ -28,6 +28,9 @@ typedef struct {
     /* Readiness as last seen: set after EAGAIN or a short result (the socket was emptied or
      * filled), cleared by poll. Saves the failing call a level-triggered retry would cost. */
     int src_wait, dst_wait;
+    /* The pipe refused more although bytes < capacity: its slots hold partial pages (socket
+     * fragments). Only draining makes room, so the source is not polled meanwhile. */
+    int pipe_full;
     unsigned long long moved;
 } fio_relay_dir;
 
@@ -68,10 +71,11 @@ static int fio_relay_step(fio_relay *r, fio_relay_dir *d, short *want_src, short
     /* fill: source -> pipe or buffer */
     if (!d->eof && d->src_wait) {
         /* wait for data only while there is room for it (else poll would spin) */
-        if (d->pipe_r >= 0 ? d->held < d->pipe_cap : d->end < d->buf_cap) *want_src |= POLLIN;
+        if (d->pipe_r >= 0 ? d->held < d->pipe_cap && !d->pipe_full : d->end < d->buf_cap)
+            *want_src |= POLLIN;
     } else if (!d->eof) {
         if (d->pipe_r >= 0) {
-            if (d->held < d->pipe_cap) {
+            if (d->held < d->pipe_cap && !d->pipe_full) {
                 size_t room = d->pipe_cap - d->held;
                 n = fio_splice(d->src, d->pipe_w, room, FIO_RELAY_SPLICE_FLAGS);
                 r->syscalls++;
@@ -80,6 +84,9 @@ static int fio_relay_step(fio_relay *r, fio_relay_dir *d, short *want_src, short
                     if ((size_t)n < room) { d->src_wait = 1; *want_src |= POLLIN; }
                 }
                 else if (n == 0) { d->eof = 1; progress = 1; }
+                else if (fio_relay_again(errno) && d->held > 0) {
+                    r->would_block++; d->pipe_full = 1;  /* see pipe_full */
+                }
                 else if (fio_relay_again(errno)) {
                     r->would_block++; d->src_wait = 1; *want_src |= POLLIN;
                 }
@@ -119,6 +126,7 @@ static int fio_relay_step(fio_relay *r, fio_relay_dir *d, short *want_src, short
                 }
                 d->held -= (size_t)n; d->moved += (unsigned long long)n;
                 r->splice_bytes += (unsigned long long)n; progress = 1;
+                d->pipe_full = 0;
             }
             else if (n < 0 && fio_relay_again(errno)) {
                 r->would_block++; d->dst_wait = 1; *want_dst |= POLLOUT;
