@@ -13,7 +13,7 @@ import os
 import socket
 
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.stdio cimport SEEK_CUR, SEEK_END, SEEK_SET
+from libc.stdio cimport SEEK_CUR, SEEK_SET
 from libc.string cimport memset
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
