@@ -1008,3 +1008,45 @@ def test_portable_nonblocking_destination_loses_nothing(portable, big_path):
                 time.sleep(0.001)
         a.shutdown(socket.SHUT_WR)
         assert reader.join() == DATA
+
+
+def test_concurrent_splices_share_the_pipe_pool_safely(fio):
+    """Threads splicing at once each get their own pipe; no byte crosses over."""
+    errors = []
+
+    def worker(seed):
+        try:
+            payload = bytes([seed]) * 300_000 + DATA[seed : seed + 200_000]
+            src_w, src = socket.socketpair()
+            dst, dst_r = socket.socketpair()
+            with src_w, src, dst, dst_r:
+                writer = threading.Thread(target=send_and_close, args=(src_w, payload))
+                writer.start()
+                reader = drain_in_thread(dst_r)
+                for _ in range(5):
+                    fio.splice(src, dst, 20_000)
+                fio.splice(src, dst)
+                writer.join(30)
+                dst.shutdown(socket.SHUT_WR)
+                if reader.join() != payload:
+                    errors.append(f"worker {seed}: bytes differ")
+        except Exception as exc:
+            errors.append(f"worker {seed}: {exc!r}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+
+
+def test_public_module_exports_the_live_twin():
+    import fastio
+    from fastio import _impl, transfer
+
+    live = _impl.twin_module("transfer")
+    for name in transfer.__all__:
+        assert getattr(fastio, name) is getattr(live, name)
+        assert getattr(live, name).__doc__
+    assert set(transfer.__all__) == {"copy", "relay", "sendfile", "splice"}
