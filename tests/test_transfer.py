@@ -1050,3 +1050,18 @@ def test_public_module_exports_the_live_twin():
         assert getattr(fastio, name) is getattr(live, name)
         assert getattr(live, name).__doc__
     assert set(transfer.__all__) == {"copy", "relay", "sendfile", "splice"}
+
+
+def test_fallback_is_counted_and_moves_every_byte(fio, small_path, tmp_path):
+    # sendfile refuses an O_APPEND destination (EINVAL) before moving a byte: the loop serves
+    out_path = tmp_path / "appended"
+    out_path.write_bytes(b"x")
+    before = counters(fio)
+    with open(small_path, "rb") as src, open(out_path, "ab") as dst:
+        assert fio.sendfile(dst, src) == 100_003
+        assert src.tell() == 100_003
+    after = counters(fio)
+    assert out_path.read_bytes() == b"x" + DATA[:100_003]
+    assert after["fallbacks"] == before["fallbacks"] + 1
+    assert after["loop_bytes"] == before["loop_bytes"] + 100_003
+    assert after["sendfile_bytes"] == before["sendfile_bytes"]
