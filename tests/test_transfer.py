@@ -1065,3 +1065,27 @@ def test_fallback_is_counted_and_moves_every_byte(fio, small_path, tmp_path):
     assert after["fallbacks"] == before["fallbacks"] + 1
     assert after["loop_bytes"] == before["loop_bytes"] + 100_003
     assert after["sendfile_bytes"] == before["sendfile_bytes"]
+
+
+def test_splice_file_to_nonblocking_socket_resumes_without_loss(fio, big_path):
+    # bytes left in the internal pipe when the socket would block are read again from the
+    # file next time (the position advanced only by what was delivered); that pipe is closed
+    a, b = socket.socketpair()
+    with a, b, open(big_path, "rb") as f:
+        a.setblocking(False)
+        closed = counters(fio)["pipes_closed"]
+        with pytest.raises(BlockingIOError) as info:
+            fio.splice(f, a)
+        sent = info.value.characters_written
+        assert 0 < sent == f.tell()
+        assert counters(fio)["pipes_closed"] == closed + 1
+        reader = drain_in_thread(b)
+        while f.tell() < SIZE:
+            try:
+                sent += fio.splice(f, a)
+            except BlockingIOError as exc:
+                sent += exc.characters_written
+                time.sleep(0.001)
+        assert sent == SIZE
+        a.shutdown(socket.SHUT_WR)
+        assert reader.join() == DATA
