@@ -99,6 +99,28 @@ cdef extern from "fastio_relay.h" nogil:
         unsigned long long loop_bytes
     int fio_relay_run(fio_relay *r)
 
+cdef extern from *:
+    """
+    /* A descriptor's value (here _socket.socket.type, the C-level int) through its type's
+     * tp_descr_get: no attribute lookup, no bound-method object per call. */
+    static long fio_descr_long(PyObject *descr, PyObject *obj)
+    {
+        descrgetfunc get = Py_TYPE(descr)->tp_descr_get;
+        PyObject *value;
+        long result;
+        if (get == NULL) {
+            PyErr_SetString(PyExc_TypeError, "not a descriptor");
+            return -1;
+        }
+        value = get(descr, obj, (PyObject *)Py_TYPE(obj));
+        if (value == NULL) return -1;
+        result = PyLong_AsLong(value);
+        Py_DECREF(value);
+        return result;
+    }
+    """
+    long fio_descr_long(object descr, object obj) except? -1
+
 __all__ = ["copy", "relay", "sendfile", "splice"]
 
 # ---- counters ------------------------------------------------------------------------------
@@ -159,6 +181,7 @@ cdef object _br_tell = io.BufferedReader.tell
 cdef object _br_fileno = io.BufferedReader.fileno
 cdef object _fileio_fileno = io.FileIO.fileno
 cdef object _socket_type = _socket.socket.type
+cdef object _socket_fileno = _socket.socket.fileno
 cdef int SOCK_STREAM = socket.SOCK_STREAM
 cdef object FALLBACK_ERRNOS = _policy.FALLBACK_ERRNOS
 cdef object CFR_FALLBACK_ERRNOS = _policy.COPY_FILE_RANGE_FALLBACK_ERRNOS
@@ -735,9 +758,9 @@ cdef object _sendfile_fast(object sock, object file, object ftype, object offset
             return None
         out_fd = sock
     else:
-        if _socket_type.__get__(sock) != SOCK_STREAM:
+        if fio_descr_long(_socket_type, sock) != SOCK_STREAM:
             return None
-        out_fd = sock.fileno()
+        out_fd = _socket_fileno(sock)
     if ftype is int:
         if file < 0 or file > 0x7FFFFFFF:
             return None
