@@ -16,6 +16,7 @@ from ._stats import snapshot as _snapshot
 from .batch import BatchWriter
 from .pool import KeyedPool, Pool, PoolStats, SocketPool
 from .ring import Reader, RingBuffer
+from .transfer import copy, relay, sendfile, splice
 
 __version__ = "0.1.0.dev0"
 
@@ -47,7 +48,11 @@ __all__ = [
     "RingBuffer",
     "SocketPool",
     "__version__",
+    "copy",
     "info",
     "profile",
+    "relay",
+    "sendfile",
+    "splice",
     "stats",
 ]

@@ -17,6 +17,7 @@ PRIMITIVES = (
     "pool",
     "ring",
     "batch",
+    "transfer",
 )
 
 #: Native modules outside the twin pattern that a native build must also have.

@@ -19,3 +19,6 @@ cpdef tuple frame_header(object header)
 cpdef wait_ready(int fd, bint for_write, double budget, double deadline,
                  long long transferred=*)
 cpdef tuple ring_find_range(object start, object end, long long length)
+
+# ---- transfer (sendfile, splice, copy, relay) ----
+cpdef long long check_offset(object offset) except? -2
