@@ -215,15 +215,16 @@ cdef class _Lease:
         cdef bint discard = False
         conn = self.conn
         self.conn = None
-        if exc is not None:
+        if exc is None:
+            self.pool._release(conn, False)
+            return False
+        # Whatever is_broken does (even raise), the connection goes back: no slot is lost.
+        discard = True  # KeyboardInterrupt & co: the conversation may be cut midway
+        try:
             if isinstance(exc, Exception):
-                is_broken = self.pool._is_broken
-                discard = (
-                    isinstance(exc, OSError) if is_broken is None else bool(is_broken(exc))
-                )
-            else:
-                discard = True  # KeyboardInterrupt & co: the conversation may be cut midway
-        self.pool._release(conn, discard)
+                discard = policy.judge_broken(self.pool._is_broken, exc, conn)
+        finally:
+            self.pool._release(conn, discard)
         return False
 
 

@@ -135,14 +135,16 @@ class _Lease:
 
     def __exit__(self, exc_type, exc, tb):
         conn, self.conn = self.conn, None
-        discard = False
-        if exc is not None:
+        if exc is None:
+            self.pool.release(conn)
+            return False
+        # Whatever is_broken does (even raise), the connection goes back: no slot is lost.
+        discard = True  # KeyboardInterrupt & co: the conversation may be cut midway
+        try:
             if isinstance(exc, Exception):
-                is_broken = self.pool._is_broken
-                discard = isinstance(exc, OSError) if is_broken is None else bool(is_broken(exc))
-            else:
-                discard = True  # KeyboardInterrupt & co: the conversation may be cut midway
-        self.pool.release(conn, discard=discard)
+                discard = policy.judge_broken(self.pool._is_broken, exc, conn)
+        finally:
+            self.pool.release(conn, discard=discard)
         return False
 
 

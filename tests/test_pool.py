@@ -649,6 +649,31 @@ def test_is_broken_decides(fio):
     assert not conn.closed and pool.stats().closed_broken == 1
 
 
+@pytest.mark.parametrize("error", [ZeroDivisionError, KeyboardInterrupt])
+def test_a_raising_is_broken_discards_and_loses_no_slot(fio, caplog, error):
+    def is_broken(exc):
+        raise error("is_broken has a bug")
+
+    pool = fio.Pool(Factory(), max_size=1, is_broken=is_broken, acquire_timeout=0.2)
+    expected = OSError if error is ZeroDivisionError else error
+    with caplog.at_level(logging.WARNING, logger="fastio"):
+        with pytest.raises(expected) as info:
+            with pool.connection() as conn:
+                raise OSError("the original error")
+    if error is ZeroDivisionError:
+        # The original error goes on; is_broken's failure is logged, not lost.
+        assert str(info.value) == "the original error"
+        assert "is_broken" in caplog.text and "ZeroDivisionError" in caplog.text
+    else:
+        # An interrupt inside is_broken goes on, with the original error as its context.
+        assert isinstance(info.value.__context__, OSError)
+    assert conn.closed  # a failing is_broken cannot vouch for the connection
+    s = pool.stats()
+    assert (s.open, s.in_use, s.idle, s.closed_broken) == (0, 0, 0, 1)
+    with pool.connection(timeout=0) as again:
+        assert again is not conn
+
+
 def test_keyboard_interrupt_inside_connection_loses_no_slot(fio):
     pool = fio.Pool(Factory(), max_size=1)
     with pytest.raises(KeyboardInterrupt):
