@@ -182,6 +182,17 @@ cdef class Limit:
                 self.total += 1
                 return
 
+    cdef bint wanted(self):
+        """Whether some key still waits for room under the global limit. A key is queued in
+        ``wanting`` when one of its acquires starts waiting, but that waiter may be served by
+        its own key's returns meanwhile: such stale entries are dropped here (no allocation),
+        so that they never make a return close a healthy idle connection of another key."""
+        while self.wanting:
+            if (<Pool>self.wanting[0])._wants_room():
+                return True
+            self.wanting.popleft()
+        return False
+
     cdef _Entry steal(self, Pool thief):
         """Take the least recently used idle connection of another key, to close it."""
         cdef Pool pool
@@ -390,10 +401,16 @@ cdef class Pool:
         elif self._limit is not None:
             self._limit.freed()
 
+    cdef inline bint _wants_room(self):
+        """Whether a waiter of ours could use room freed under the keyed pool's global limit."""
+        return (
+            not self._closed and self._waiters and self._open + self._pending < self._max_size
+        )
+
     cdef bint _grant_slot(self):
         """The keyed pool's global limit has room for this key: give it to our oldest waiter."""
         cdef _Waiter waiter
-        if self._closed or not self._waiters or self._open + self._pending >= self._max_size:
+        if not self._wants_room():
             return False
         waiter = <_Waiter>self._waiters.popleft()
         self._pending += 1
@@ -468,7 +485,7 @@ cdef class Pool:
             waiter.hand(entry)
             return None
         elif self._n_idle >= self._max_idle or (
-            self._limit is not None and self._limit.wanting
+            self._limit is not None and self._limit.wanted()
         ):
             why = MAX_IDLE
         else:

@@ -104,6 +104,18 @@ class Limit:
                 self.total += 1
                 return
 
+    def wanted(self):
+        """Whether some key still waits for room under the global limit. A key is queued in
+        ``wanting`` when one of its acquires starts waiting, but that waiter may be served by
+        its own key's returns meanwhile: such stale entries are dropped here, so that they
+        never make a return close a healthy idle connection of another key."""
+        wanting = self.wanting
+        while wanting:
+            if wanting[0]._wants_room():
+                return True
+            wanting.popleft()
+        return False
+
     def steal(self, thief):
         """Close the least recently used idle connection of another key to make room."""
         for pool in self.pools:
@@ -258,9 +270,15 @@ class Pool:
         elif self._limit is not None:
             self._limit.freed()
 
+    def _wants_room(self):
+        """Whether a waiter of ours could use room freed under the keyed pool's global limit."""
+        return (
+            not self._closed and bool(self._waiters) and self._open + self._pending < self._max_size
+        )
+
     def _grant_slot(self):
         """The keyed pool's global limit has room for this key: give it to our oldest waiter."""
-        if self._closed or not self._waiters or self._open + self._pending >= self._max_size:
+        if not self._wants_room():
             return False
         waiter = self._waiters.popleft()
         self._pending += 1
@@ -301,7 +319,9 @@ class Pool:
             waiter.result = entry
             waiter.lock.release()
             return None
-        elif len(self._idle) >= self._max_idle or (self._limit is not None and self._limit.wanting):
+        elif len(self._idle) >= self._max_idle or (
+            self._limit is not None and self._limit.wanted()
+        ):
             why = _MAX_IDLE
         else:
             entry.idle_since = now

@@ -1020,6 +1020,27 @@ def test_keyed_pool_waiter_gets_room_freed_by_another_key(fio):
     assert_adds_up(pool.stats())
 
 
+def test_keyed_pool_keeps_idle_connections_once_the_waiter_was_served(fio):
+    pool = fio.KeyedPool(Factory(), max_per_key=2, max_total=3)
+    a1, a2 = pool.acquire("A"), pool.acquire("A")
+    b1 = pool.acquire("B")
+    got = []
+    thread = start(lambda: got.append(pool.acquire("B", timeout=JOIN)))
+    wait_until(lambda: pool.stats("B").waiting == 1)
+    pool.release(b1)  # serves B's waiter: B no longer wants room from other keys
+    thread.join(JOIN)
+    assert got == [b1]
+    pool.release(a1)  # nobody waits: a healthy connection stays idle
+    s = pool.stats("A")
+    assert (s.idle, s.closed_max_idle, s.waiting) == (1, 0, 0)
+    assert not a1.closed
+    pool.release(a2)
+    pool.release(b1)
+    total = pool.stats()
+    assert (total.open, total.idle, total.closed_max_idle) == (3, 3, 0)
+    assert_adds_up(total)
+
+
 def test_keyed_pool_under_threads_keeps_its_global_count(fio):
     factory = Factory()
     pool = fio.KeyedPool(factory, max_per_key=3, max_total=4, acquire_timeout=JOIN)
