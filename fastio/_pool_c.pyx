@@ -756,6 +756,7 @@ cdef class Pool:
         cdef _Entry doomed
         cdef double now
         interrupt = None
+        # --- critical section: find the entry and claim it ---
         found = self._last
         if found is None or (<_Entry>found).conn is not conn:
             found = self._entries.get(PyLong_FromVoidPtr(<void *>conn))
@@ -766,6 +767,10 @@ cdef class Pool:
                 return 0  # the parent's connection: forgotten, not closed
             raise ValueError(f"{conn!r} is not checked out from this pool")
         entry = <_Entry>found
+        # Claimed before reset runs (other threads may run meanwhile): a second release of
+        # the same connection is refused above instead of stacking it twice.
+        entry.in_use = False
+        # --- end ---
         if self._reset is not None and not discard and not self._closed:
             try:
                 self._reset(conn)

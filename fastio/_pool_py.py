@@ -571,13 +571,39 @@ class Pool:
         """Return a connection: to the oldest waiter, else to the idle stack (closed instead
         past ``max_lifetime``, over ``max_idle``, with ``discard=True``, or when the pool is
         closed). ``reset(conn)`` runs first; if it fails the connection is discarded."""
-        entry = self._entries.get(id(conn))
-        if entry is None or entry.conn is not conn or not entry.in_use:
+        reset = self._reset is not None and not discard
+        with self._lock:
+            entry = self._entries.get(id(conn))
+            claimed = entry is not None and entry.conn is conn and entry.in_use
+            if claimed:
+                now = self._clock()
+                if (
+                    not discard
+                    and not self._waiters
+                    and now < entry.expires_at
+                    and len(self._idle) < self._max_idle
+                    and self._limit is None
+                    and not self._closed
+                    and not reset
+                ):
+                    # Fast path: straight back onto the idle stack.
+                    entry.in_use = False
+                    entry.stack = None
+                    entry.reported = False
+                    entry.idle_since = now
+                    self._idle.append(entry)
+                    _count["releases"] += 1
+                    return
+                # Claimed under the lock before reset runs: a second release of the same
+                # connection meanwhile is refused instead of stacking it twice.
+                entry.in_use = False
+                reset = reset and not self._closed
+        if not claimed:
             if entry is None and self._forked:
                 return  # the parent's connection: forgotten, not closed
             raise ValueError(f"{conn!r} is not checked out from this pool")
         interrupt = None
-        if self._reset is not None and not discard and not self._closed:
+        if reset:
             try:
                 self._reset(conn)
             except Exception:
@@ -589,24 +615,7 @@ class Pool:
                 discard = True
                 interrupt = exc
         with self._lock:
-            now = self._clock()
-            if (
-                not discard
-                and not self._waiters
-                and now < entry.expires_at
-                and len(self._idle) < self._max_idle
-                and self._limit is None
-                and not self._closed
-            ):
-                # Fast path: straight back onto the idle stack.
-                entry.in_use = False
-                entry.stack = None
-                entry.reported = False
-                entry.idle_since = now
-                self._idle.append(entry)
-                _count["releases"] += 1
-                return
-            doomed = self._put_back(entry, discard, now)
+            doomed = self._put_back(entry, discard, self._clock())
         _count["releases"] += 1
         if doomed is not None:
             policy.close_quietly(self._close, conn)

@@ -205,6 +205,45 @@ def test_release_of_a_stranger_or_twice_is_a_value_error(fio):
     assert pool.stats().idle == 1
 
 
+def test_two_threads_releasing_one_connection_during_a_slow_reset(fio):
+    entered = threading.Event()
+    go = threading.Event()
+    resets = []
+
+    def reset(conn):
+        resets.append(conn)
+        entered.set()
+        go.wait(JOIN)
+
+    pool = fio.Pool(Factory(), max_size=2, reset=reset)
+    conn = pool.acquire()
+    errors = []
+
+    def release():
+        try:
+            pool.release(conn)
+        except ValueError as exc:
+            errors.append(exc)
+
+    first = start(release)
+    assert entered.wait(JOIN)
+    second = start(release)
+    # The second release must not run reset too: it is refused while the first one resets.
+    wait_until(lambda: not second.is_alive() or len(resets) > 1)
+    go.set()
+    first.join(JOIN)
+    second.join(JOIN)
+    assert len(resets) == 1 and len(errors) == 1
+    s = pool.stats()
+    assert_adds_up(s)
+    assert (s.open, s.idle, s.in_use) == (1, 1, 0)
+    a, b = pool.acquire(), pool.acquire()
+    assert a is conn and b is not conn  # handed out once, not twice
+    pool.release(a)
+    pool.release(b)
+    assert_adds_up(pool.stats())
+
+
 def test_connection_context_returns_the_connection(fio):
     pool = fio.Pool(Factory())
     with pool.connection() as conn:
