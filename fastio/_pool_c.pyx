@@ -230,20 +230,25 @@ cdef class _Lease:
         return self.conn
 
     def __exit__(self, exc_type, exc, tb):
-        cdef bint discard = False
         conn = self.conn
         self.conn = None
         if exc is None:
             self.pool._release(conn, False)
-            return False
-        # Whatever is_broken does (even raise), the connection goes back: no slot is lost.
-        discard = True  # KeyboardInterrupt & co: the conversation may be cut midway
-        try:
-            if isinstance(exc, Exception):
-                discard = policy.judge_broken(self.pool._is_broken, exc, conn)
-        finally:
-            self.pool._release(conn, discard)
+        else:
+            _release_after(self.pool, conn, exc)
         return False
+
+
+cdef int _release_after(Pool pool, object conn, object exc) except -1:
+    """Release a connection after ``exc`` was raised inside ``connection()``. Whatever
+    ``is_broken`` does (even raise), the connection goes back: no slot is lost."""
+    cdef bint discard = True  # KeyboardInterrupt & co: the conversation may be cut midway
+    try:
+        if isinstance(exc, Exception):
+            discard = policy.judge_broken(pool._is_broken, exc, conn)
+    finally:
+        pool._release(conn, discard)
+    return 0
 
 
 cdef class Pool:
