@@ -859,6 +859,7 @@ cdef class Pool:
         cdef _Entry entry
         cdef list doomed = []
         cdef Py_ssize_t missing = 0
+        cdef double now
         if self._closed:
             return 0
         now = self._now()
