@@ -752,7 +752,9 @@ cdef class Pool:
     def release(self, conn, *, bint discard=False):
         """Return a connection: to the oldest waiter, else to the idle stack (closed instead
         past ``max_lifetime``, over ``max_idle``, with ``discard=True``, or when the pool is
-        closed). ``reset(conn)`` runs first; if it fails the connection is discarded."""
+        closed). ``reset(conn)`` runs first; if it fails the connection is discarded. A
+        connection not checked out (a stranger, or one already being released) raises
+        ``ValueError``."""
         self._release(conn, discard)
 
     cdef int _release(self, object conn, bint discard) except -1:

@@ -570,7 +570,9 @@ class Pool:
     def release(self, conn, *, discard=False):
         """Return a connection: to the oldest waiter, else to the idle stack (closed instead
         past ``max_lifetime``, over ``max_idle``, with ``discard=True``, or when the pool is
-        closed). ``reset(conn)`` runs first; if it fails the connection is discarded."""
+        closed). ``reset(conn)`` runs first; if it fails the connection is discarded. A
+        connection not checked out (a stranger, or one already being released) raises
+        ``ValueError``."""
         reset = self._reset is not None and not discard
         with self._lock:
             entry = self._entries.get(id(conn))
