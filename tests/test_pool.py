@@ -990,8 +990,9 @@ def test_32_threads_on_4_connections(fio):
     assert all(c.closes == 1 for c in factory.made)  # nothing leaked, nothing closed twice
     assert len(waits) > 1000
     median = statistics.median(waits)
-    # A bound against starvation, not a timing target (the benchmark measures that).
-    assert max(waits) < max(2.0, 200 * median)
+    # A bound against starvation (a waiter left behind for good), not a timing target: the
+    # benchmark measures fairness; the floor keeps a loaded CI machine from failing this.
+    assert max(waits) < max(5.0, 200 * median)
 
 
 # --- keyed pools ------------------------------------------------------------------------------
