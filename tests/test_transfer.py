@@ -40,6 +40,13 @@ def counters(fio):
     return _stats.snapshot(fio.IMPLEMENTATION)["transfer"]
 
 
+def splices(fio):
+    """Whether this twin splices through internal pipes here (Python 3.10+ has os.splice)."""
+    from fastio import _transfer_py
+
+    return fio.IMPLEMENTATION == "c" or _transfer_py._HAVE_SPLICE
+
+
 def reader_thread(sock, delay=0.0, chunk=65536, stop_after=None):
     """Read ``sock`` in a thread (slowly with ``delay``); ``join()`` gives the bytes."""
     received = bytearray()
@@ -595,9 +602,10 @@ def test_splice_pipe_pool_leaves_no_fd_behind(fio, socketpair):
                     fio.splice(d, e, 1000)
                 e.close()
         assert open_fds() == before
-        after = counters(fio)
-        assert after["pipes_reused"] > stats["pipes_reused"]
-        assert after["pipes_closed"] >= stats["pipes_closed"] + 4
+        if splices(fio):  # without os.splice the twin has no pipes to pool
+            after = counters(fio)
+            assert after["pipes_reused"] > stats["pipes_reused"]
+            assert after["pipes_closed"] >= stats["pipes_closed"] + 4
 
 
 def test_splice_nonblocking_destination_loses_nothing(fio, socketpair):
@@ -1088,7 +1096,7 @@ def test_splice_file_to_nonblocking_socket_resumes_without_loss(fio, big_path):
             fio.splice(f, a)
         sent = info.value.characters_written
         assert 0 < sent == f.tell()
-        assert counters(fio)["pipes_closed"] == closed + 1
+        assert counters(fio)["pipes_closed"] == closed + splices(fio)
         reader = drain_in_thread(b)
         while f.tell() < SIZE:
             try:
