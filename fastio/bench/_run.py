@@ -30,7 +30,7 @@ from . import _harness
 __all__ = ["BUILTIN", "load_scenarios", "machine", "plot", "run", "select"]
 
 #: Scenario modules that are not a primitive's: ``fastio.bench.<name>``.
-BUILTIN = ("overhead",)
+BUILTIN = ("overhead", "aio")
 
 
 def _cpu_model():
