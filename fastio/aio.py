@@ -332,11 +332,12 @@ def _aio_for(twin):
         when an await is cancelled: it stays buffered for the next call.
         """
 
-        __slots__ = ("_fd", "_reader")
+        __slots__ = ("_fd", "_read_frame", "_reader")
 
         def __init__(self, sock, *, capacity=65536, header="!I", mirrored=None):
             fd = _endpoint_fd(sock, "sock")
             self._reader = twin.Reader(sock, capacity=capacity, header=header, mirrored=mirrored)
+            self._read_frame = self._reader.read_frame
             self._fd = fd
 
         @property
@@ -407,10 +408,10 @@ def _aio_for(twin):
         async def read_frame(self, header=None):
             """One length-prefixed frame's payload (``fastio.Reader.read_frame``)."""
             try:
-                return self._reader.read_frame(header)
+                return self._read_frame(header)
             except BlockingIOError:
                 pass
-            method = self._reader.read_frame
+            method = self._read_frame
             while True:
                 await _readable(self._fd)
                 try:
@@ -634,13 +635,14 @@ _CLOSED = policy.CLOSED
 
 
 class _Entry:
-    __slots__ = ("conn", "expires_at", "idle_since", "in_use", "key")
+    __slots__ = ("conn", "expires_at", "fresh_until", "idle_since", "in_use", "key")
 
     def __init__(self, conn, expires_at):
         self.conn = conn
         self.key = id(conn)
         self.expires_at = expires_at
         self.idle_since = 0.0
+        self.fresh_until = 0.0  # while idle: until when it may be handed out as it is
         self.in_use = True
 
 
@@ -748,6 +750,11 @@ class Pool:
         self._acquire_timeout = config.acquire_timeout
         self._check_after = config.check_after
         self._jitter = config.lifetime_jitter
+        fresh_for = self._max_idle_time
+        if check is not None and self._check_after < fresh_for:
+            fresh_for = self._check_after
+        self._fresh_for = fresh_for
+        self._plain = reset is None  # no reset to await on release (and not closed)
         self._idle = []  # MRU stack of _Entry
         self._entries = {}
         self._waiters = collections.deque()  # futures, oldest first
@@ -812,27 +819,28 @@ class Pool:
             if len(self._idle) >= self._max_idle:
                 why = "max_idle"
             else:
-                entry.idle_since = now
-                self._idle.append(entry)
+                self._park(entry, now)
                 return None
         self._forget(entry, why)
         return entry
+
+    def _park(self, entry, now):
+        """Onto the idle stack, with the time until which it needs no look before reuse."""
+        entry.in_use = False
+        entry.idle_since = now
+        fresh = now + self._fresh_for
+        entry.fresh_until = fresh if fresh < entry.expires_at else entry.expires_at
+        self._idle.append(entry)
 
     # --- acquire ------------------------------------------------------------------------------
 
     async def acquire(self, timeout=None):
         """Check out a connection (see the class); ``timeout`` (default ``acquire_timeout``)
         is one deadline for waiting, checking and creating, then ``PoolTimeout``."""
-        idle = self._idle
-        if idle and timeout is None and not self._closed:
+        idle = self._idle  # empty once closed
+        if idle and timeout is None:
             entry = idle[-1]
-            now = self._clock()
-            idle_for = now - entry.idle_since
-            if (
-                now < entry.expires_at
-                and idle_for < self._max_idle_time
-                and (self._check is None or idle_for < self._check_after)
-            ):
+            if self._clock() < entry.fresh_until:
                 idle.pop()
                 entry.in_use = True
                 return entry.conn
@@ -987,26 +995,30 @@ class Pool:
 
     # --- release ------------------------------------------------------------------------------
 
-    async def release(self, conn, *, discard=False):
+    def release(self, conn, *, discard=False):
         """Return a connection: to the oldest waiter, else to the idle stack (closed instead
         past ``max_lifetime``, over ``max_idle``, with ``discard=True`` or when the pool is
-        closed). ``reset(conn)`` runs first; if it fails the connection is discarded."""
+        closed). ``reset(conn)`` runs first; if it fails the connection is discarded.
+
+        Returns an awaitable: ``await pool.release(conn)``. A connection that goes straight
+        back onto the idle stack is back before the await (which then costs next to nothing).
+        """
         entry = self._entries.get(id(conn))
         if entry is None or entry.conn is not conn or not entry.in_use:
             raise ValueError(f"{conn!r} is not checked out from this pool")
-        if (
-            not discard
-            and self._reset is None
-            and not self._waiters
-            and len(self._idle) < self._max_idle
-            and not self._closed
-        ):
+        if not discard and self._plain and not self._waiters and len(self._idle) < self._max_idle:
             now = self._clock()
-            if now < entry.expires_at:  # fast path: straight back onto the idle stack
+            expires = entry.expires_at
+            if now < expires:  # fast path: straight back onto the idle stack (as _park)
                 entry.in_use = False
                 entry.idle_since = now
+                fresh = now + self._fresh_for
+                entry.fresh_until = fresh if fresh < expires else expires
                 self._idle.append(entry)
-                return
+                return _DONE
+        return self._release(entry, conn, discard)
+
+    async def _release(self, entry, conn, discard):
         interrupt = None
         if self._reset is not None and not discard and not self._closed:
             try:
@@ -1068,6 +1080,7 @@ class Pool:
         if self._closed:
             return
         self._closed = True
+        self._plain = False
         while self._waiters:
             future = self._waiters.popleft()
             if not future.done():
@@ -1095,6 +1108,19 @@ class Pool:
     def __repr__(self):
         state = "closed" if self._closed else f"open={self._open} idle={len(self._idle)}"
         return f"<fastio.aio.Pool {state} max_size={self._max_size}>"
+
+
+class _NoLoop:
+    """Enough of a loop for a Future that is done from birth and never schedules anything."""
+
+    def get_debug(self):
+        return False
+
+
+# The awaitable of a release that already happened: a finished Future (awaiting one is a C
+# call that returns at once, on any loop; it never touches its loop again).
+_DONE = asyncio.Future(loop=_NoLoop())
+_DONE.set_result(None)
 
 
 class _Expired(Exception):

@@ -16,9 +16,10 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 
 from ._harness import ScenarioResult, Variant, compare, scenario, twin_variants
-from .transfer import MiB, _make_file, _note, _Sink
+from .transfer import _SINK, MiB, _make_file, _note, _Sink
 
 __all__ = ["frames", "pool_pairs", "relay_many", "sendfile_small"]
 
@@ -119,9 +120,23 @@ for line in sys.stdin:
 """
 
 
+class _WideSink(_Sink):
+    """The transfer scenarios' sink with a listen backlog for 100 connections at once (a
+    full backlog drops SYNs, and each drop costs a connect a one-second retransmit)."""
+
+    def __init__(self):
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SINK.replace("backlog=64", "backlog=1024")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.port = int(self.process.stdout.readline())
+
+
 class _Source:
     def __init__(self, path):
-        self.server = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.server = socket.create_server(("127.0.0.1", 0), backlog=1024)
         self.process = subprocess.Popen(
             [sys.executable, "-c", _SOURCE, str(self.server.getsockname()[1]), path],
             stdin=subprocess.PIPE,
@@ -175,7 +190,7 @@ def relay_many(full=False):
     directory = tempfile.mkdtemp(prefix="fastio-bench-")
     path = _make_file(directory, "src.bin", 16 * MiB)
     source = _Source(path)
-    sink = _Sink()
+    sink = _WideSink()
 
     def make(relay_pair):
         def run():
@@ -224,22 +239,10 @@ def relay_many(full=False):
     return result
 
 
-# A frame writer process: sends the bytes of the file named on its command line on the
-# inherited socket fd, then closes.
-_WRITER = r"""
-import os, socket, sys
-fd, path = int(sys.argv[1]), sys.argv[2]
-s = socket.socket(fileno=fd)
-with open(path, "rb") as f:
-    s.sendfile(f)
-s.close()
-"""
-
-
 @scenario("aio-frames", "aio")
 def frames(full=False):
     """Length-prefixed frames (4-byte header, 20 to 60 bytes of payload) from a writer
-    process, read with ``aio.Reader.read_frame`` or ``StreamReader.readexactly`` pairs."""
+    thread (blocking sendfile of a cached file: the GIL is free while it runs), read with ``aio.Reader.read_frame`` or ``StreamReader.readexactly`` pairs."""
     n = 1_000_000 if full else 100_000
     rounds = 3
     directory = tempfile.mkdtemp(prefix="fastio-bench-")
@@ -254,10 +257,13 @@ def frames(full=False):
     def stream(consume):
         def run():
             a, b = socket.socketpair()
-            writer = subprocess.Popen(
-                [sys.executable, "-c", _WRITER, str(b.fileno()), path], pass_fds=(b.fileno(),)
-            )
-            b.close()
+
+            def send():
+                with b, open(path, "rb") as f:
+                    b.sendfile(f)
+
+            writer = threading.Thread(target=send)
+            writer.start()
             a.setblocking(False)
             loop = asyncio.new_event_loop()
             try:
@@ -265,7 +271,7 @@ def frames(full=False):
             finally:
                 loop.close()
                 a.close()
-                writer.wait()
+                writer.join()
             assert count == n, count
             return n
 
