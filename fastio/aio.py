@@ -307,11 +307,7 @@ def _aio_for(twin):
                     exc = task.exception()
                     if exc is not None:
                         raise exc
-                if (
-                    pending
-                    and idle_timeout is not None
-                    and _monotonic() - clock[0] >= idle_timeout
-                ):
+                if pending and idle_timeout is not None and _monotonic() - clock[0] >= idle_timeout:
                     raise TimeoutError(errno.ETIMEDOUT, "relay idle timeout")
         except BaseException as exc:
             for task in tasks:
@@ -678,8 +674,7 @@ class _Lease:
         conn, self.conn = self.conn, None
         pool = self.pool
         discard = exc is not None and (
-            not isinstance(exc, Exception)
-            or (pool._is_broken or policy.default_is_broken)(exc)
+            not isinstance(exc, Exception) or (pool._is_broken or policy.default_is_broken)(exc)
         )
         await pool.release(conn, discard=discard)
 
@@ -756,6 +751,7 @@ class Pool:
         self._fresh_for = fresh_for
         self._plain = reset is None  # no reset to await on release (and not closed)
         self._idle = []  # MRU stack of _Entry
+        self._closers = set()
         self._entries = {}
         self._waiters = collections.deque()  # futures, oldest first
         self._open = 0
@@ -988,7 +984,9 @@ class Pool:
 
     def _closing(self, conn):
         """Close ``conn`` in the background (from code that cannot await)."""
-        asyncio.ensure_future(_close_quietly(self._close, conn))
+        task = asyncio.ensure_future(_close_quietly(self._close, conn))
+        self._closers.add(task)  # a reference until it is done (the loop keeps weak ones)
+        task.add_done_callback(self._closers.discard)
 
     def _timeout(self, budget):
         return policy.pool_timeout(budget, self.stats())
@@ -1151,4 +1149,3 @@ copy = _live.copy
 relay = _live.relay
 Reader = _live.Reader
 BatchWriter = _live.BatchWriter
-

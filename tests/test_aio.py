@@ -10,12 +10,11 @@ import struct
 import tempfile
 
 import pytest
+from conftest import open_fds
 
 import fastio
 from fastio import aio as aio_module
 from fastio._errors import IncompleteReadError, LimitOverrunError, PoolClosed, PoolTimeout
-
-from conftest import open_fds
 
 try:
     import uvloop
@@ -774,6 +773,16 @@ def test_pool_factory_failure_frees_slot(aio, run):
 
 
 def test_public_module():
+    import subprocess
+    import sys
+
+    # ``import fastio`` alone does not import asyncio; ``fastio.aio`` is there on first use
+    code = "import sys, fastio; a = 'asyncio' in sys.modules; fastio.aio.Pool; print(a)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=os.getcwd()
+    )
+    assert out.stdout.strip() == "False"
     assert fastio.aio.sendfile is aio_module.sendfile
+    assert aio_module._aio_for_impl(fastio.IMPLEMENTATION).relay is aio_module.relay
     for name in aio_module.__all__:
         assert getattr(aio_module, name) is not None

@@ -242,7 +242,8 @@ def relay_many(full=False):
 @scenario("aio-frames", "aio")
 def frames(full=False):
     """Length-prefixed frames (4-byte header, 20 to 60 bytes of payload) from a writer
-    thread (blocking sendfile of a cached file: the GIL is free while it runs), read with ``aio.Reader.read_frame`` or ``StreamReader.readexactly`` pairs."""
+    thread (blocking sendfile of a cached file: the GIL is free while it runs), read with
+    ``aio.Reader.read_frame`` or ``StreamReader.readexactly`` pairs."""
     n = 1_000_000 if full else 100_000
     rounds = 3
     directory = tempfile.mkdtemp(prefix="fastio-bench-")
