@@ -328,13 +328,27 @@ def _aio_for(twin):
         when an await is cancelled: it stays buffered for the next call.
         """
 
-        __slots__ = ("_fd", "_read_frame", "_reader")
+        __slots__ = ("_fd", "_read_frame", "_reader", "_waiting")
 
         def __init__(self, sock, *, capacity=65536, header="!I", mirrored=None):
             fd = _endpoint_fd(sock, "sock")
             self._reader = twin.Reader(sock, capacity=capacity, header=header, mirrored=mirrored)
             self._read_frame = self._reader.read_frame
             self._fd = fd
+            self._waiting = False
+
+        async def _wait(self):
+            # One reader callback per fd and loop: a second waiting coroutine would silently
+            # replace the first one's (asyncio.StreamReader raises the same RuntimeError).
+            if self._waiting:
+                raise RuntimeError(
+                    "another coroutine is already waiting for incoming data on this Reader"
+                )
+            self._waiting = True
+            try:
+                await _readable(self._fd)
+            finally:
+                self._waiting = False
 
         @property
         def source(self):
@@ -362,7 +376,7 @@ def _aio_for(twin):
                 try:
                     return method(n)
                 except BlockingIOError:
-                    await _readable(self._fd)
+                    await self._wait()
 
         async def readuntil(self, separator=b"\n"):
             """Bytes up to and including ``separator``; ``LimitOverrunError`` when the ring
@@ -372,7 +386,7 @@ def _aio_for(twin):
                 try:
                     return method(separator)
                 except BlockingIOError:
-                    await _readable(self._fd)
+                    await self._wait()
 
         async def readline(self):
             """One line including b"\\n"; at EOF the last partial line, then b""."""
@@ -381,7 +395,7 @@ def _aio_for(twin):
                 try:
                     return method()
                 except BlockingIOError:
-                    await _readable(self._fd)
+                    await self._wait()
 
         async def read(self, n=-1):
             """Up to ``n`` bytes (b"" at EOF); with ``n`` negative, everything until EOF."""
@@ -390,7 +404,7 @@ def _aio_for(twin):
                 try:
                     return method(n)
                 except BlockingIOError:
-                    await _readable(self._fd)
+                    await self._wait()
 
         async def peek(self, n):
             """The next ``n`` bytes without consuming them (fewer only at EOF)."""
@@ -399,7 +413,7 @@ def _aio_for(twin):
                 try:
                     return method(n)
                 except BlockingIOError:
-                    await _readable(self._fd)
+                    await self._wait()
 
         async def read_frame(self, header=None):
             """One length-prefixed frame's payload (``fastio.Reader.read_frame``)."""
@@ -409,7 +423,7 @@ def _aio_for(twin):
                 pass
             method = self._read_frame
             while True:
-                await _readable(self._fd)
+                await self._wait()
                 try:
                     return method(header)
                 except BlockingIOError:

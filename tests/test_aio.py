@@ -487,6 +487,24 @@ def test_reader_cancel_loses_nothing(aio, run):
         run(main())
 
 
+def test_reader_one_waiter_at_a_time(aio, run):
+    a, b = nb_pair()
+    with a, b:
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            r = aio.Reader(b)
+            first = asyncio.ensure_future(r.readexactly(2))
+            await asyncio.sleep(0.01)
+            with pytest.raises(RuntimeError, match="already waiting"):
+                await r.readline()
+            await loop.sock_sendall(a, b"ok\n")
+            assert await first == b"ok"
+            assert await r.readline() == b"\n"
+
+        run(main())
+
+
 def test_reader_large_stream_of_frames(aio, run):
     a, b = nb_pair()
     with a, b:
