@@ -18,7 +18,8 @@ twin (native or Python); nothing here blocks the loop.
   ``await drain()`` flushes and, while more than the high water mark is pending, waits until
   the kernel took the writer down to the low water mark (asyncio's ``StreamWriter`` marks:
   64 KiB and a quarter of it by default); bytes still pending after ``drain`` are sent in the
-  background as the socket becomes writable, as a transport does. ``await aclose()``.
+  background as the socket becomes writable, as a transport does (until a ``drain`` is
+  cancelled: then they wait for the next ``drain``). ``await aclose()``.
 - ``Reader(sock, ...)``: ``readexactly``, ``readuntil``, ``readline``, ``read``, ``peek``,
   ``read_frame`` and ``async for frame in reader``, with ``fastio.Reader``'s and
   ``asyncio.StreamReader``'s errors. A cancelled read loses nothing: received bytes stay
@@ -205,6 +206,10 @@ def _aio_for(twin):
                     _add_progress(stop, total)
                     raise
             except BaseException as exc:
+                if progress is not None:
+                    moved = getattr(exc, "transferred", None)
+                    if isinstance(moved, int):  # what the failing call moved still counts
+                        progress[0] += moved
                 _add_progress(exc, total)
                 raise
             else:
@@ -456,7 +461,8 @@ def _aio_for(twin):
         ``await drain()`` flushes and, while more than ``high_water`` bytes are pending,
         waits until the kernel took all but ``low_water`` (asyncio's defaults: 64 KiB and a
         quarter of it). What stays pending is sent in the background as the socket becomes
-        writable. ``await aclose()`` sends everything, then closes (the target too, with
+        writable (a cancelled ``drain`` stops that: the bytes wait for the next ``drain`` or
+        ``aclose``). ``await aclose()`` sends everything, then closes (the target too, with
         ``closefd=True``). ``abort()`` drops the unsent bytes and closes.
         """
 
@@ -581,6 +587,11 @@ def _aio_for(twin):
                 self._waiters.append(future)
                 try:
                     await future
+                except asyncio.CancelledError:
+                    # A cancelled await leaves nothing registered: the pending bytes stay
+                    # in the writer for the next drain() or aclose().
+                    self._stop()
+                    raise
                 finally:
                     if future in self._waiters:
                         self._waiters.remove(future)

@@ -568,6 +568,7 @@ def test_batch_writer_cancelled_drain_keeps_bytes(aio, run):
             w.write(payload)
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(w.drain(), 0.05)  # nobody reads: the kernel is full
+            assert nothing_registered(loop, a.fileno())
             assert w.pending > 0
             reader = asyncio.ensure_future(slow_recv(b, pause=0))
             await w.aclose()
