@@ -42,6 +42,7 @@ import select
 import socket
 import stat
 import types
+import weakref
 from time import monotonic as _monotonic
 
 from . import _impl
@@ -98,6 +99,10 @@ async def _writable(fd):
 
 _NEVER_WAITS = -1  # a regular file or an object without a descriptor: never "not ready"
 
+# File objects already seen to be regular files (an fstat saved per small-file send): id ->
+# (weak reference, fd), checked on use, so neither a reused id nor a reused fd is mistaken.
+_regular = {}
+
 
 def _endpoint_fd(obj, name):
     """The fd to wait on for ``obj``, or ``_NEVER_WAITS``; ``ValueError`` when it would block
@@ -119,8 +124,19 @@ def _endpoint_fd(obj, name):
         if isinstance(obj, int):
             raise
         return _NEVER_WAITS  # a file object without a usable fd (io.UnsupportedOperation)
+    seen = _regular.get(id(obj))
+    if seen is not None and seen[1] == fd and seen[0]() is obj:
+        return _NEVER_WAITS  # this open file was a regular file: it still is
     mode = os.fstat(fd).st_mode
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        if not isinstance(obj, int):
+            key = id(obj)
+            try:
+                ref = weakref.ref(obj, lambda _, key=key: _regular.pop(key, None))
+            except TypeError:  # not weakly referenceable
+                pass
+            else:
+                _regular[key] = (ref, fd)
         return _NEVER_WAITS
     if os.get_blocking(fd):
         raise ValueError(
