@@ -12,9 +12,9 @@ import threading
 import time
 
 import pytest
+from conftest import drain_in_thread
 
 from fastio import _stats
-from tests.conftest import drain_in_thread
 
 IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
