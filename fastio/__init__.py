@@ -33,6 +33,15 @@ def stats(reset=False):
     return _snapshot(IMPLEMENTATION, reset)
 
 
+def __getattr__(name):
+    # ``fastio.aio`` is imported on first use: asyncio is not every user's import cost.
+    if name == "aio":
+        import importlib
+
+        return importlib.import_module(".aio", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "IMPLEMENTATION",
     "BatchWriter",

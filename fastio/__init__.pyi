@@ -1,5 +1,6 @@
 from typing import Any, Iterator, Literal, Optional
 
+from . import aio as aio
 from ._errors import IncompleteReadError as IncompleteReadError
 from ._errors import LimitOverrunError as LimitOverrunError
 from ._errors import PoolClosed as PoolClosed

@@ -30,7 +30,7 @@ from . import _harness
 __all__ = ["BUILTIN", "load_scenarios", "machine", "plot", "run", "select"]
 
 #: Scenario modules that are not a primitive's: ``fastio.bench.<name>``.
-BUILTIN = ("overhead",)
+BUILTIN = ("overhead", "aio")
 
 
 def _cpu_model():
@@ -143,10 +143,11 @@ def select(names):
 
 
 def _primitive_scenarios(results):
-    """The scenarios of the primitives (not the profile-overhead check); all if none is."""
+    """The scenarios of the primitives and of fastio.aio (not the profile-overhead check); all
+    if none is."""
     from fastio import _impl
 
-    chosen = [data for data in results if data["primitive"] in _impl.PRIMITIVES]
+    chosen = [data for data in results if data["primitive"] in (*_impl.PRIMITIVES, "aio")]
     return chosen or list(results)
 
 
