@@ -1,5 +1,5 @@
-"""Declares fastio's extension modules: every ``fastio/_*_c.pyx`` over the ``csrc/`` shims,
-plus the shared policy ``fastio/_policy.py`` compiled in Cython's pure-Python mode.
+"""Declares fastio's extension modules: every ``src/fastio/_*_c.pyx`` over the ``csrc/`` shims,
+plus the shared policy ``src/fastio/_policy.py`` compiled in Cython's pure-Python mode.
 
 ``FASTIO_NO_EXTENSIONS=1`` builds the pure-Python package; ``FASTIO_DEBUG=1`` a debug build
 (``-O0 -g``, C assertions and Cython's bounds checks on); ``FASTIO_FAULTS=1`` compiles the
@@ -57,14 +57,14 @@ def extensions():
             define_macros=macros,
             extra_compile_args=compile_args,
             extra_link_args=link_args,
-            depends=glob.glob("csrc/*.h") + glob.glob("fastio/*.pxd"),
+            depends=glob.glob("csrc/*.h") + glob.glob("src/fastio/*.pxd"),
         )
-        for path in [*sorted(glob.glob("fastio/_*_c.pyx")), "fastio/_policy.py"]
+        for path in [*sorted(glob.glob("src/fastio/_*_c.pyx")), "src/fastio/_policy.py"]
     ]
     return cythonize(
         modules,
         compiler_directives=directives,
-        include_path=["fastio"],
+        include_path=["src"],
         build_dir="build/cython",
         quiet=True,
     )

@@ -11,10 +11,7 @@ after ``python setup.py build_ext --inplace``:
 
 import argparse
 import json
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastio.bench import aio
 

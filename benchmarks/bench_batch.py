@@ -13,8 +13,6 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from fastio import IMPLEMENTATION, info
 from fastio.bench import batch
 

@@ -10,10 +10,7 @@ Run from the source tree after ``python setup.py build_ext --inplace``:
 
 import argparse
 import json
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastio.bench import pool
 

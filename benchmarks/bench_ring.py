@@ -12,10 +12,7 @@ ratio; it asserts nothing about timing.
 
 import argparse
 import json
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fastio.bench import ring
 

@@ -13,8 +13,6 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import fastio
 from fastio.bench import _harness
 from fastio.bench import transfer as _transfer  # noqa: F401  (registers the scenarios)

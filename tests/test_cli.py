@@ -10,7 +10,6 @@ import pytest
 
 from fastio import _impl
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWINS = ["c", "python"] if _impl.native_available() else ["python"]
 
 try:
@@ -24,8 +23,6 @@ except ImportError:
 def environment(**extra):
     env = dict(os.environ)
     env.pop("FASTIO_IMPL", None)
-    # The worktree (or the installed package) must stay importable from another cwd.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
     env.update(extra)
     return env
 
