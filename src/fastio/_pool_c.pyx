@@ -23,7 +23,7 @@ from cpython.long cimport PyLong_FromVoidPtr
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.string cimport memmove
+from libc.string cimport memmove, memset
 
 cdef extern from "<errno.h>":
     const int EWOULDBLOCK
@@ -68,6 +68,7 @@ cdef struct PoolCounters:
     unsigned long long acquires
     unsigned long long releases
     unsigned long long waits
+    unsigned long long wait_ns
     unsigned long long timeouts
     unsigned long long created
     unsigned long long closed
@@ -80,7 +81,7 @@ def _snapshot(bint reset=False):
     global _c
     values = dict(_c)
     if reset:
-        _c = PoolCounters(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        memset(&_c, 0, sizeof(_c))
     return values
 
 
@@ -742,6 +743,8 @@ cdef class Pool:
             if doomed is not None:
                 _close_quietly(self._close, (<_Entry>doomed).conn)
             raise
+        finally:
+            _c.wait_ns += <unsigned long long>((fio_monotonic() - began) * 1e9)
 
     cdef object _timeout(self, double budget):
         _c.timeouts += 1

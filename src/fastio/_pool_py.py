@@ -21,7 +21,7 @@ from ._pool_policy import CLOSED, SLOT, PoolStats
 __all__ = ["KeyedPool", "Pool", "PoolClosed", "PoolStats", "PoolTimeout", "SocketPool"]
 
 _counters = _stats.Counters(
-    "acquires", "releases", "waits", "timeouts", "created", "closed", "check_failures"
+    "acquires", "releases", "waits", "wait_ns", "timeouts", "created", "closed", "check_failures"
 )
 _stats.register("python", "pool", _counters.snapshot)
 # Counters.__setattr__ guards the names; on hot paths the pool adds straight into its dict
@@ -560,6 +560,8 @@ class Pool:
             if doomed is not None:
                 policy.close_quietly(self._close, doomed.conn)
             raise
+        finally:
+            _count["wait_ns"] += int((_monotonic() - began) * 1e9)
 
     def _timeout(self, budget):
         _count["timeouts"] += 1
