@@ -348,4 +348,109 @@ static inline double fio_monotonic_coarse(void)
 }
 #endif
 
+/* ---- transfer (sendfile, splice, copy, relay): the few extra calls it needs ---- */
+
+/* What fstat says of an fd, for choosing a fast path. */
+#define FIO_KIND_OTHER 0
+#define FIO_KIND_REG 1
+#define FIO_KIND_PIPE 2
+#define FIO_KIND_SOCK 3
+
+static inline int fio_fstat_kind(int fd, fio_off_t *size)
+{
+    FIO_FAULT("fstat", 0);
+#if FIO_WINDOWS
+    (void)fd; *size = 0;
+    errno = ENOSYS;
+    return -1;
+#else
+    struct stat st;
+    if (FIO_TIMED(FIO_CALL_FSTAT, fstat(fd, &st)) < 0) return -1;
+    *size = (fio_off_t)st.st_size;
+    if (S_ISREG(st.st_mode)) return FIO_KIND_REG;
+    if (S_ISFIFO(st.st_mode)) return FIO_KIND_PIPE;
+    if (S_ISSOCK(st.st_mode)) return FIO_KIND_SOCK;
+    return FIO_KIND_OTHER;
+#endif
+}
+
+static inline fio_off_t fio_lseek(int fd, fio_off_t offset, int whence)
+{
+    FIO_FAULT("lseek", 0);
+#if FIO_WINDOWS
+    return _lseeki64(fd, offset, whence);
+#else
+    return FIO_TIMED(FIO_CALL_LSEEK, lseek(fd, offset, whence));
+#endif
+}
+
+static inline int fio_close(int fd)
+{
+#if FIO_WINDOWS
+    return _close(fd);
+#else
+    return close(fd);
+#endif
+}
+
+/* splice from a positioned source (offset advanced by the kernel) into a pipe. */
+static inline fio_ssize_t fio_splice_from(int fd_in, fio_off_t *off_in, int fd_out, size_t len,
+                                          unsigned int flags)
+{
+    FIO_FAULT("splice", len);
+#if FIO_HAVE_SPLICE
+    loff_t off = off_in ? (loff_t)*off_in : 0;
+    fio_ssize_t n = FIO_TIMED(FIO_CALL_SPLICE,
+                              splice(fd_in, off_in ? &off : NULL, fd_out, NULL, len, flags));
+    if (off_in && n > 0) *off_in = (fio_off_t)off;
+    return n;
+#else
+    (void)fd_in; (void)off_in; (void)fd_out; (void)len; (void)flags;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+/* Grow a pipe towards `size` (F_SETPIPE_SZ); returns its capacity after the attempt. */
+static inline long fio_pipe_grow(int fd, long size)
+{
+#if defined(__linux__)
+    if (size > 0) (void)fcntl(fd, F_SETPIPE_SZ, (int)size);
+    long cap = fcntl(fd, F_GETPIPE_SZ);
+    return cap > 0 ? cap : 65536;
+#else
+    (void)fd; (void)size;
+    return 65536;
+#endif
+}
+
+/* Set O_NONBLOCK on (1) or off (0); returns the previous state (0/1) or -1. */
+static inline int fio_set_nonblock(int fd, int on)
+{
+#if FIO_WINDOWS
+    (void)fd; (void)on;
+    errno = ENOSYS;
+    return -1;
+#else
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return -1;
+    int was = (flags & O_NONBLOCK) != 0;
+    if (was != (on != 0) && fcntl(fd, F_SETFL, on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK)) < 0)
+        return -1;
+    return was;
+#endif
+}
+
+static inline int fio_shutdown_write(int fd)
+{
+    FIO_FAULT("shutdown", 0);
+#if FIO_WINDOWS
+    (void)fd;
+    errno = ENOSYS;
+    return -1;
+#else
+    return FIO_TIMED(FIO_CALL_SHUTDOWN, shutdown(fd, SHUT_WR));
+#endif
+}
+
 #endif /* FASTIO_COMPAT_H */

@@ -13,8 +13,10 @@ from ._impl import IMPLEMENTATION
 from ._info import info
 from ._profile import ProfileReport, profile
 from ._stats import snapshot as _snapshot
+from .batch import BatchWriter
 from .pool import KeyedPool, Pool, PoolStats, SocketPool
 from .ring import Reader, RingBuffer
+from .transfer import copy, relay, sendfile, splice
 
 __version__ = "0.1.0.dev0"
 
@@ -33,6 +35,7 @@ def stats(reset=False):
 
 __all__ = [
     "IMPLEMENTATION",
+    "BatchWriter",
     "IncompleteReadError",
     "KeyedPool",
     "LimitOverrunError",
@@ -45,7 +48,11 @@ __all__ = [
     "RingBuffer",
     "SocketPool",
     "__version__",
+    "copy",
     "info",
     "profile",
+    "relay",
+    "sendfile",
+    "splice",
     "stats",
 ]

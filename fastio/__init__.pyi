@@ -4,6 +4,17 @@ from ._errors import IncompleteReadError as IncompleteReadError
 from ._errors import LimitOverrunError as LimitOverrunError
 from ._errors import PoolClosed as PoolClosed
 from ._errors import PoolTimeout as PoolTimeout
+from .batch import BatchWriter as BatchWriter
+from .pool import KeyedPool as KeyedPool
+from .pool import Pool as Pool
+from .pool import PoolStats as PoolStats
+from .pool import SocketPool as SocketPool
+from .ring import Reader as Reader
+from .ring import RingBuffer as RingBuffer
+from .transfer import copy as copy
+from .transfer import relay as relay
+from .transfer import sendfile as sendfile
+from .transfer import splice as splice
 
 __version__: str
 IMPLEMENTATION: Literal["c", "python"]

@@ -81,6 +81,22 @@ cdef extern from "fastio_mirror.h" nogil:
     int fio_mirror_unmap(void *base, size_t size)
     int fio_mirror_supported()
 
+# ---- transfer (sendfile, splice, copy, relay): the extra calls of csrc/fastio_compat.h ----
+cdef extern from "fastio_compat.h" nogil:
+    const int FIO_KIND_OTHER
+    const int FIO_KIND_REG
+    const int FIO_KIND_PIPE
+    const int FIO_KIND_SOCK
+    const int MSG_PEEK
+    int fio_fstat_kind(int fd, fio_off_t *size)
+    fio_off_t fio_lseek(int fd, fio_off_t offset, int whence)
+    int fio_close(int fd)
+    fio_ssize_t fio_splice_from(int fd_in, fio_off_t *off_in, int fd_out, size_t len,
+                                unsigned int flags)
+    long fio_pipe_grow(int fd, long size)
+    int fio_set_nonblock(int fd, int on)
+    int fio_shutdown_write(int fd)
+
 from cpython.exc cimport PyErr_CheckSignals
 from fastio._policy cimport with_progress
 

@@ -16,6 +16,8 @@ PRIMITIVES = (
     "sys",
     "pool",
     "ring",
+    "batch",
+    "transfer",
 )
 
 #: Native modules outside the twin pattern that a native build must also have.

@@ -18,3 +18,7 @@ cpdef long long ring_size(object n, str name=*) except? -2
 cpdef tuple frame_header(object header)
 cpdef wait_ready(int fd, bint for_write, double budget, double deadline,
                  long long transferred=*)
+cpdef tuple ring_find_range(object start, object end, long long length)
+
+# ---- transfer (sendfile, splice, copy, relay) ----
+cpdef long long check_offset(object offset) except? -2

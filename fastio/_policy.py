@@ -239,6 +239,27 @@ def frame_header(header):
     return compiled, compiled.size, big, code.islower()
 
 
+def ring_find_range(start, end, length):
+    """``find(sub, start, end)``'s slice over ``length`` readable bytes, as ``bytes.find``
+    clamps it (any int, however large): ``(start, stop)`` within [0, length], or ``(-1, -1)``
+    when nothing can match. ``TypeError`` for a bool or non-int (``end`` may be None).
+    """
+    if isinstance(start, bool) or not isinstance(start, int):
+        raise TypeError(f"start must be an int, not {type(start).__name__}")
+    if end is not None and (isinstance(end, bool) or not isinstance(end, int)):
+        raise TypeError(f"end must be an int or None, not {type(end).__name__}")
+    stop = length if end is None else end
+    if start < 0:
+        start = start + length if start + length > 0 else 0
+    if stop < 0:
+        stop = stop + length if stop + length > 0 else 0
+    elif stop > length:
+        stop = length
+    if start > length or start > stop:
+        return (-1, -1)
+    return (start, stop)
+
+
 def wait_ready(fd, for_write, budget, deadline, transferred=0):
     """Wait, before a call on an fd that may be in blocking mode, until it will not block.
 
@@ -258,3 +279,209 @@ def wait_ready(fd, for_write, budget, deadline, transferred=0):
             raise would_block(transferred)
         return
     wait_fd(fd, for_write, deadline, transferred)
+
+
+# ---- batch (BatchWriter): argument checks and target ownership, shared by both twins ----
+
+
+def batch_options(target, buffer_size, copy_threshold, max_pending, timeout):
+    """Check ``BatchWriter``'s arguments; returns ``(fd, budget, max_pending, fd_blocking)``.
+
+    ``budget`` is from ``resolve_timeout`` (read once, when the writer is made); ``max_pending``
+    comes back as -1 for "no limit"; ``fd_blocking`` says whether a write on the fd itself
+    may block (an explicit ``timeout=0`` on a blocking fd must not hold the GIL while the
+    kernel blocks). Bad values raise before any system call.
+    """
+    for name, value in (("buffer_size", buffer_size), ("copy_threshold", copy_threshold)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if buffer_size < 1 or buffer_size > 1 << 30:
+        raise ValueError(f"buffer_size must be between 1 and 2**30, got {buffer_size}")
+    if copy_threshold < 0 or copy_threshold > buffer_size:
+        raise ValueError(
+            f"copy_threshold must be between 0 and buffer_size ({buffer_size}), "
+            f"got {copy_threshold}"
+        )
+    limit = check_count(max_pending, "max_pending")
+    if timeout is not None:
+        check_timeout(timeout)
+    fd = fileno_of(target)
+    budget = resolve_timeout(target, fd, timeout)
+    # Without an explicit timeout the budget tells: a socket with a timeout, or a raw fd
+    # with O_NONBLOCK, is non-blocking underneath.
+    fd_blocking = os.get_blocking(fd) if timeout is not None else budget < 0.0
+    return fd, budget, limit, fd_blocking
+
+
+def batch_close_target(target, fd):
+    """Close what a ``BatchWriter`` was given (``closefd=True``): the object, or the raw fd."""
+    if isinstance(target, int):
+        os.close(fd)
+    else:
+        target.close()
+
+
+# ---- transfer (sendfile, splice, copy, relay): the ends of a transfer ----------------------
+
+import _socket  # noqa: E402
+import io  # noqa: E402
+import socket  # noqa: E402
+
+#: Kinds of transfer endpoints (``endpoint()``): a bare descriptor, a buffered file object
+#: whose buffer must be reconciled with its descriptor, or an object used only through its
+#: methods (``readinto``/``read``/``write``) because its descriptor would bypass it.
+EP_FD = 0
+EP_BUFFERED = 1
+EP_OBJECT = 2
+
+#: Beyond ``FALLBACK_ERRNOS``, copy_file_range refuses O_APPEND targets (EBADF), some
+#: filesystems (EPERM, ETXTBSY, EIO on old kernels): the next stage (sendfile) is tried.
+COPY_FILE_RANGE_FALLBACK_ERRNOS = FALLBACK_ERRNOS | frozenset(
+    (errno.EBADF, errno.EPERM, errno.ETXTBSY, errno.EIO)
+)
+
+#: Counters of the transfer primitive beyond ``_stats.COMMON_FIELDS``: which mechanism moved
+#: the bytes, and the life of the splice pipe pool.
+TRANSFER_FIELDS = (
+    "sendfile_bytes",
+    "copy_file_range_bytes",
+    "splice_bytes",
+    "loop_bytes",
+    "pipes_created",
+    "pipes_reused",
+    "pipes_closed",
+)
+
+#: Bytes asked of one sendfile/splice/copy_file_range call (Linux caps a call at this).
+MAX_CHUNK = 0x7FFFF000
+
+_BUFFERED_TYPES = (io.BufferedReader, io.BufferedWriter, io.BufferedRandom)
+_socket_type = _socket.socket.type  # the C getter: an int, not socket.socket's enum property
+
+
+def check_offset(offset):
+    """Validate ``sendfile``'s offset: ``None`` (the file's position) comes back as -1."""
+    if offset is None:
+        return -1
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"offset must be an int or None, not {type(offset).__name__}")
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0 or None, got {offset}")
+    return offset
+
+
+def check_stream_socket(obj):
+    """A socket end must be a stream socket (``ValueError`` for datagram sockets)."""
+    kind = _socket_type.__get__(obj)
+    if kind != socket.SOCK_STREAM:
+        raise ValueError(f"transfer requires a SOCK_STREAM socket, got socket type {kind}")
+
+
+def _is_tls(obj):
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(obj, ssl.SSLSocket)
+
+
+def endpoint(obj, writing):
+    """``(kind, fd)`` of one end of a transfer; ``fd`` is -1 for ``EP_OBJECT``.
+
+    Only objects whose descriptor carries exactly their bytes are used through the descriptor:
+    ints, sockets, raw and buffered files. Text files are refused (``TypeError``); TLS sockets,
+    compressed files and other wrappers are used through their methods, never bypassed.
+    """
+    if isinstance(obj, int):
+        return EP_FD, fileno_of(obj)
+    if isinstance(obj, io.TextIOBase):
+        raise TypeError(
+            f"{'destination' if writing else 'source'} is a text file "
+            f"({type(obj).__name__}); open it in binary mode"
+        )
+    if isinstance(obj, socket.socket):
+        check_stream_socket(obj)
+        if _is_tls(obj):
+            return EP_OBJECT, -1
+        return EP_FD, fileno_of(obj)
+    if isinstance(obj, io.FileIO):
+        return EP_FD, obj.fileno()
+    if isinstance(obj, _BUFFERED_TYPES):
+        return EP_BUFFERED, obj.fileno()
+    if writing:
+        usable = hasattr(obj, "write")
+    else:
+        usable = hasattr(obj, "readinto") or hasattr(obj, "read")
+    if usable:
+        return EP_OBJECT, -1
+    if hasattr(obj, "fileno"):
+        return EP_FD, fileno_of(obj)
+    raise TypeError(
+        f"expected a file descriptor, socket or binary file object with "
+        f"{'write()' if writing else 'readinto() or read()'}, not {type(obj).__name__}"
+    )
+
+
+def buffered_source_position(obj):
+    """Logical position of a buffered source (pending writes flushed), or -1 if unseekable."""
+    if obj.seekable():
+        if obj.writable():
+            obj.flush()
+        return obj.tell()
+    return -1
+
+
+def buffered_unread(obj, limit):
+    """The bytes an unseekable buffered reader already holds (or one read of the source):
+    they go first, before the descriptor is used directly."""
+    data = obj.read1(limit)
+    return b"" if data is None else data
+
+
+def prepare_buffered_destination(obj):
+    """Flush a buffered destination so that its descriptor can be written directly."""
+    if obj.seekable():
+        obj.seek(obj.tell())  # flushes, drops read-ahead, the fd is at the logical position
+    else:
+        obj.flush()
+
+
+def resync_buffered(obj, fd):
+    """After writing or reading the descriptor directly, make the object agree with it."""
+    if obj.seekable():
+        obj.seek(os.lseek(fd, 0, os.SEEK_CUR))
+
+
+def read_object(obj, view):
+    """One read of an ``EP_OBJECT`` source into ``view``: bytes read, 0 at EOF, -1 would block."""
+    readinto = getattr(obj, "readinto", None)
+    if readinto is None:
+        recv_into = getattr(obj, "recv_into", None)
+        if recv_into is not None:
+            return recv_into(view)
+        data = obj.read(len(view))
+        if data is None:
+            return -1
+        if isinstance(data, str):
+            raise TypeError("source returned str: text streams cannot be copied as bytes")
+        view[: len(data)] = data
+        return len(data)
+    n = readinto(view)
+    return -1 if n is None else n
+
+
+def write_object(obj, view):
+    """Write all of ``view`` to an ``EP_OBJECT`` destination; bytes written (short only when a
+    non-blocking object would block)."""
+    sendall = getattr(obj, "sendall", None)
+    if sendall is not None:
+        sendall(view)
+        return len(view)
+    done = 0
+    total = len(view)
+    while done < total:
+        n = obj.write(view[done:])
+        if n is None:
+            # A raw non-blocking file says "would block"; other objects say nothing.
+            if isinstance(obj, io.RawIOBase):
+                break
+            n = total - done
+        done += n
+    return done

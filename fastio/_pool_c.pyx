@@ -4,7 +4,11 @@ Acquire and release take no Python-level lock. Under the GIL each critical secti
 run of C code that executes no Python bytecode (list pop/append, dict lookups with int keys,
 C field updates), so no other thread can interleave; user code (factory, check, reset, close,
 an injected clock, leak stack capture) runs before or after those sections, when the books are
-consistent. Each section is marked ``critical section``: a free-threaded build needs
+consistent. The sections also make no object the garbage collector tracks (no new list, tuple,
+exception or bound method), since such an allocation can start a collection whose finalizers
+run Python code, and so other threads, in the middle of a section: what needs one (a waiter,
+the list of leaks) is made outside, and a pass closes at most one connection it gave up on.
+Each section is marked ``critical section``: a free-threaded build needs
 ``with cython.critical_section(self):`` there (and, for the pools of a keyed pool, a section
 on their shared ``Limit``). This module is not declared free-threading compatible, so such a
 build re-enables the GIL on import until then.
@@ -101,6 +105,7 @@ cdef enum:
     M_WAIT = 4
     M_TIMEOUT = 5
     M_ALLOCATE = 6
+    M_EXPIRED = 7
 
 cdef object _SLOT = SLOT
 cdef object _CLOSED = CLOSED
@@ -140,6 +145,8 @@ cdef class _Waiter:
         self.lock.acquire()
 
     cdef void hand(self, object result):
+        # Safe inside a critical section: the call goes through PyObject_VectorcallMethod
+        # (no bound method is made) and releasing a lock runs no Python code.
         self.result = result
         self.lock.release()
 
@@ -182,6 +189,17 @@ cdef class Limit:
                 self.total += 1
                 return
 
+    cdef bint wanted(self):
+        """Whether some key still waits for room under the global limit. A key is queued in
+        ``wanting`` when one of its acquires starts waiting, but that waiter may be served by
+        its own key's returns meanwhile: such stale entries are dropped here (no allocation),
+        so that they never make a return close a healthy idle connection of another key."""
+        while self.wanting:
+            if (<Pool>self.wanting[0])._wants_room():
+                return True
+            self.wanting.popleft()
+        return False
+
     cdef _Entry steal(self, Pool thief):
         """Take the least recently used idle connection of another key, to close it."""
         cdef Pool pool
@@ -212,19 +230,25 @@ cdef class _Lease:
         return self.conn
 
     def __exit__(self, exc_type, exc, tb):
-        cdef bint discard = False
         conn = self.conn
         self.conn = None
-        if exc is not None:
-            if isinstance(exc, Exception):
-                is_broken = self.pool._is_broken
-                discard = (
-                    isinstance(exc, OSError) if is_broken is None else bool(is_broken(exc))
-                )
-            else:
-                discard = True  # KeyboardInterrupt & co: the conversation may be cut midway
-        self.pool._release(conn, discard)
+        if exc is None:
+            self.pool._release(conn, False)
+        else:
+            _release_after(self.pool, conn, exc)
         return False
+
+
+cdef int _release_after(Pool pool, object conn, object exc) except -1:
+    """Release a connection after ``exc`` was raised inside ``connection()``. Whatever
+    ``is_broken`` does (even raise), the connection goes back: no slot is lost."""
+    cdef bint discard = True  # KeyboardInterrupt & co: the conversation may be cut midway
+    try:
+        if isinstance(exc, Exception):
+            discard = policy.judge_broken(pool._is_broken, exc, conn)
+    finally:
+        pool._release(conn, discard)
+    return 0
 
 
 cdef class Pool:
@@ -389,10 +413,16 @@ cdef class Pool:
         elif self._limit is not None:
             self._limit.freed()
 
+    cdef inline bint _wants_room(self):
+        """Whether a waiter of ours could use room freed under the keyed pool's global limit."""
+        return (
+            not self._closed and self._waiters and self._open + self._pending < self._max_size
+        )
+
     cdef bint _grant_slot(self):
         """The keyed pool's global limit has room for this key: give it to our oldest waiter."""
         cdef _Waiter waiter
-        if self._closed or not self._waiters or self._open + self._pending >= self._max_size:
+        if not self._wants_room():
             return False
         waiter = <_Waiter>self._waiters.popleft()
         self._pending += 1
@@ -432,11 +462,10 @@ cdef class Pool:
 
     cdef int _unwant(self) except -1:
         """A waiter left: it no longer wants room under the keyed pool's global limit."""
-        if self._limit is not None:
-            try:
-                self._limit.wanting.remove(self)
-            except ValueError:
-                pass
+        # Looked up first: a ValueError caught here would allocate mid-section (see the
+        # module docstring).
+        if self._limit is not None and self in self._limit.wanting:
+            self._limit.wanting.remove(self)
         return 0
 
     cdef bint _reserve(self):
@@ -467,7 +496,7 @@ cdef class Pool:
             waiter.hand(entry)
             return None
         elif self._n_idle >= self._max_idle or (
-            self._limit is not None and self._limit.wanting
+            self._limit is not None and self._limit.wanted()
         ):
             why = MAX_IDLE
         else:
@@ -497,9 +526,8 @@ cdef class Pool:
     cdef object _acquire(self, object timeout):
         cdef double budget, deadline, now
         cdef _Entry entry = None
-        cdef _Entry stolen
+        cdef _Entry doomed
         cdef _Waiter waiter = None
-        cdef list doomed
         cdef int mode
         if timeout is None:
             budget = self._acquire_timeout
@@ -510,58 +538,52 @@ cdef class Pool:
         # check, a wait): never early, and the fast path reads no precise clock.
         deadline = -2.0
         while True:
-            doomed = None
+            doomed = None  # at most one connection to close per pass: no list to allocate
             mode = M_NONE
             # --- critical section ---
             if self._closed:
                 raise policy.pool_closed()
-            while self._n_idle:
+            if self._n_idle:
                 entry = self._pop_mru()
                 if now >= entry.expires_at:
                     self._forget(entry, MAX_LIFETIME)
+                    doomed = entry
+                    mode = M_EXPIRED
                 elif (
                     now - entry.idle_since >= self._max_idle_time
                     and self._open > self._min_idle
                 ):
                     self._forget(entry, MAX_IDLE_TIME)
+                    doomed = entry
+                    mode = M_EXPIRED
                 else:
                     entry.in_use = True
                     if self._check is not None and now - entry.idle_since >= self._check_after:
                         mode = M_CHECK
                     else:
                         mode = M_GOT
-                    break
-                if doomed is None:
-                    doomed = []
-                doomed.append(entry)
-            if mode == M_NONE:
-                if self._reserve():
+            elif self._reserve():
+                mode = M_CREATE
+            else:
+                if self._limit is not None and self._open + self._pending < self._max_size:
+                    # The keyed pool is full: make room by closing another key's least
+                    # recently used idle connection, if it has one.
+                    doomed = self._limit.steal(self)
+                if doomed is not None and self._reserve():
                     mode = M_CREATE
+                elif budget == 0.0:
+                    mode = M_TIMEOUT
+                elif waiter is None:
+                    # Allocating could run other threads: do it outside this section,
+                    # then look again.
+                    mode = M_ALLOCATE
                 else:
-                    stolen = None
-                    if self._limit is not None and self._open + self._pending < self._max_size:
-                        # The keyed pool is full: make room by closing another key's least
-                        # recently used idle connection, if it has one.
-                        stolen = self._limit.steal(self)
-                        if stolen is not None:
-                            if doomed is None:
-                                doomed = []
-                            doomed.append(stolen)
-                    if stolen is not None and self._reserve():
-                        mode = M_CREATE
-                    elif budget == 0.0:
-                        mode = M_TIMEOUT
-                    elif waiter is None:
-                        # Allocating could run other threads: do it outside this section,
-                        # then look again.
-                        mode = M_ALLOCATE
-                    else:
-                        self._waiters.append(waiter)
-                        if self._limit is not None and (
-                            self._open + self._pending < self._max_size
-                        ):
-                            self._limit.wanting.append(self)
-                        mode = M_WAIT
+                    self._waiters.append(waiter)
+                    if self._limit is not None and (
+                        self._open + self._pending < self._max_size
+                    ):
+                        self._limit.wanting.append(self)
+                    mode = M_WAIT
             # --- end of critical section ---
             if mode == M_GOT:
                 _c.acquires += 1
@@ -569,11 +591,11 @@ cdef class Pool:
                 self._last = entry
                 if self._leak_timeout > 0.0:
                     self._stamp(entry, now)
-                if doomed is not None:
-                    self._close_all(doomed)
                 return entry.conn
             if doomed is not None:
-                self._close_all(doomed)
+                _close_quietly(self._close, doomed.conn)
+            if mode == M_EXPIRED:
+                continue  # look at the next idle connection
             if mode == M_CHECK:
                 if deadline == -2.0:
                     deadline = -1.0 if budget < 0.0 else fio_monotonic() + budget
@@ -730,7 +752,9 @@ cdef class Pool:
     def release(self, conn, *, bint discard=False):
         """Return a connection: to the oldest waiter, else to the idle stack (closed instead
         past ``max_lifetime``, over ``max_idle``, with ``discard=True``, or when the pool is
-        closed). ``reset(conn)`` runs first; if it fails the connection is discarded."""
+        closed). ``reset(conn)`` runs first; if it fails the connection is discarded. A
+        connection not checked out (a stranger, or one already being released) raises
+        ``ValueError``."""
         self._release(conn, discard)
 
     cdef int _release(self, object conn, bint discard) except -1:
@@ -738,6 +762,7 @@ cdef class Pool:
         cdef _Entry doomed
         cdef double now
         interrupt = None
+        # --- critical section: find the entry and claim it ---
         found = self._last
         if found is None or (<_Entry>found).conn is not conn:
             found = self._entries.get(PyLong_FromVoidPtr(<void *>conn))
@@ -748,6 +773,10 @@ cdef class Pool:
                 return 0  # the parent's connection: forgotten, not closed
             raise ValueError(f"{conn!r} is not checked out from this pool")
         entry = <_Entry>found
+        # Claimed before reset runs (other threads may run meanwhile): a second release of
+        # the same connection is refused above instead of stacking it twice.
+        entry.in_use = False
+        # --- end ---
         if self._reset is not None and not discard and not self._closed:
             try:
                 self._reset(conn)
@@ -828,34 +857,39 @@ cdef class Pool:
 
     cdef int _maintain(self) except -1:
         cdef PyObject **items
-        cdef Py_ssize_t i, kept = 0, n
-        cdef int why
+        cdef Py_ssize_t i, kept = 0, n, open_left
         cdef _Entry entry
         cdef list doomed = []
         cdef Py_ssize_t missing = 0
+        cdef double now
         if self._closed:
             return 0
         now = self._now()
-        # --- critical section (no allocation: the stack is compacted in place) ---
+        # --- critical section ---
+        # The stack is compacted in place through raw pointers first, calling nothing that
+        # could run Python code (appending to a list only reallocates its array, which runs
+        # no collection); the books are updated, and freed slots handed on, only once the
+        # stack is whole again.
         items = (<PyListObject *>self._idle).ob_item
         n = self._n_idle
+        open_left = self._open
         for i in range(n):  # least recently used first
             entry = <_Entry>items[i]
-            if now >= entry.expires_at:
-                why = MAX_LIFETIME
-            elif now - entry.idle_since >= self._max_idle_time and self._open > self._min_idle:
-                why = MAX_IDLE_TIME
+            if now >= entry.expires_at or (
+                now - entry.idle_since >= self._max_idle_time and open_left > self._min_idle
+            ):
+                doomed.append(entry)
+                open_left -= 1
+                Py_DECREF(entry)  # the stack's reference: its slot is reused or emptied below
             else:
                 items[kept] = items[i]
                 kept += 1
-                continue
-            self._forget(entry, why)
-            doomed.append(entry)
-            Py_DECREF(entry)  # the stack's reference: its slot is reused or emptied below
         for i in range(kept, n):
             Py_INCREF(None)
             items[i] = <PyObject *>None
         self._n_idle = kept
+        for entry in doomed:
+            self._forget(entry, MAX_LIFETIME if now >= entry.expires_at else MAX_IDLE_TIME)
         if not self._closed and not self._waiters:
             missing = self._min_idle - self._open - self._pending
         # --- end ---
@@ -874,18 +908,19 @@ cdef class Pool:
             return
         now = self._now()
         leaks = []
-        # --- critical section ---
         for entry in list(self._entries.values()):
+            # --- critical section (one entry; the lists are built outside it) ---
             if (
-                entry.in_use
-                and not entry.reported
-                and entry.stack is not None
-                and now - entry.acquired_at >= self._leak_timeout
+                not entry.in_use
+                or entry.reported
+                or entry.stack is None
+                or now - entry.acquired_at < self._leak_timeout
             ):
-                entry.reported = True
-                self._leaks_reported += 1
-                leaks.append((entry.conn, now - entry.acquired_at, entry.stack))
-        # --- end ---
+                continue
+            entry.reported = True
+            self._leaks_reported += 1
+            # --- end ---
+            leaks.append((entry.conn, now - entry.acquired_at, entry.stack))
         for conn, held, stack in leaks:
             policy.report_leak(conn, held, self._leak_timeout, stack)
 

@@ -37,6 +37,7 @@ __all__ = [
     "default_close",
     "default_is_broken",
     "format_stack",
+    "judge_broken",
     "lifetime_deadline",
     "make_keyed_pools",
     "pool_closed",
@@ -229,6 +230,22 @@ def default_close(conn):
 def default_is_broken(exc):
     """Whether an exception inside ``connection()`` discards the connection: ``OSError``."""
     return isinstance(exc, OSError)
+
+
+def judge_broken(is_broken, exc, conn):
+    """Whether ``exc`` (an ``Exception`` raised inside ``connection()``) discards ``conn``:
+    ``is_broken(exc)``, by default whether it is an ``OSError``. An ``is_broken`` that raises
+    cannot vouch for the connection, so it is discarded; the failure is logged so that the
+    caller's own exception goes on unhidden (an interrupt raised inside ``is_broken`` goes on
+    instead, with the caller's exception as its ``__context__``). The caller releases the
+    connection whatever happens here."""
+    if is_broken is None:
+        return isinstance(exc, OSError)
+    try:
+        return bool(is_broken(exc))
+    except Exception:
+        logger.warning("fastio pool: is_broken(%r) failed; discarding %r", exc, conn, exc_info=True)
+        return True
 
 
 def close_quietly(close, conn):

@@ -104,6 +104,18 @@ class Limit:
                 self.total += 1
                 return
 
+    def wanted(self):
+        """Whether some key still waits for room under the global limit. A key is queued in
+        ``wanting`` when one of its acquires starts waiting, but that waiter may be served by
+        its own key's returns meanwhile: such stale entries are dropped here, so that they
+        never make a return close a healthy idle connection of another key."""
+        wanting = self.wanting
+        while wanting:
+            if wanting[0]._wants_room():
+                return True
+            wanting.popleft()
+        return False
+
     def steal(self, thief):
         """Close the least recently used idle connection of another key to make room."""
         for pool in self.pools:
@@ -135,14 +147,16 @@ class _Lease:
 
     def __exit__(self, exc_type, exc, tb):
         conn, self.conn = self.conn, None
-        discard = False
-        if exc is not None:
+        if exc is None:
+            self.pool.release(conn)
+            return False
+        # Whatever is_broken does (even raise), the connection goes back: no slot is lost.
+        discard = True  # KeyboardInterrupt & co: the conversation may be cut midway
+        try:
             if isinstance(exc, Exception):
-                is_broken = self.pool._is_broken
-                discard = isinstance(exc, OSError) if is_broken is None else bool(is_broken(exc))
-            else:
-                discard = True  # KeyboardInterrupt & co: the conversation may be cut midway
-        self.pool.release(conn, discard=discard)
+                discard = policy.judge_broken(self.pool._is_broken, exc, conn)
+        finally:
+            self.pool.release(conn, discard=discard)
         return False
 
 
@@ -256,9 +270,15 @@ class Pool:
         elif self._limit is not None:
             self._limit.freed()
 
+    def _wants_room(self):
+        """Whether a waiter of ours could use room freed under the keyed pool's global limit."""
+        return (
+            not self._closed and bool(self._waiters) and self._open + self._pending < self._max_size
+        )
+
     def _grant_slot(self):
         """The keyed pool's global limit has room for this key: give it to our oldest waiter."""
-        if self._closed or not self._waiters or self._open + self._pending >= self._max_size:
+        if not self._wants_room():
             return False
         waiter = self._waiters.popleft()
         self._pending += 1
@@ -299,7 +319,9 @@ class Pool:
             waiter.result = entry
             waiter.lock.release()
             return None
-        elif len(self._idle) >= self._max_idle or (self._limit is not None and self._limit.wanting):
+        elif len(self._idle) >= self._max_idle or (
+            self._limit is not None and self._limit.wanted()
+        ):
             why = _MAX_IDLE
         else:
             entry.idle_since = now
@@ -548,14 +570,42 @@ class Pool:
     def release(self, conn, *, discard=False):
         """Return a connection: to the oldest waiter, else to the idle stack (closed instead
         past ``max_lifetime``, over ``max_idle``, with ``discard=True``, or when the pool is
-        closed). ``reset(conn)`` runs first; if it fails the connection is discarded."""
-        entry = self._entries.get(id(conn))
-        if entry is None or entry.conn is not conn or not entry.in_use:
+        closed). ``reset(conn)`` runs first; if it fails the connection is discarded. A
+        connection not checked out (a stranger, or one already being released) raises
+        ``ValueError``."""
+        reset = self._reset is not None and not discard
+        with self._lock:
+            entry = self._entries.get(id(conn))
+            claimed = entry is not None and entry.conn is conn and entry.in_use
+            if claimed:
+                now = self._clock()
+                if (
+                    not discard
+                    and not self._waiters
+                    and now < entry.expires_at
+                    and len(self._idle) < self._max_idle
+                    and self._limit is None
+                    and not self._closed
+                    and not reset
+                ):
+                    # Fast path: straight back onto the idle stack.
+                    entry.in_use = False
+                    entry.stack = None
+                    entry.reported = False
+                    entry.idle_since = now
+                    self._idle.append(entry)
+                    _count["releases"] += 1
+                    return
+                # Claimed under the lock before reset runs: a second release of the same
+                # connection meanwhile is refused instead of stacking it twice.
+                entry.in_use = False
+                reset = reset and not self._closed
+        if not claimed:
             if entry is None and self._forked:
                 return  # the parent's connection: forgotten, not closed
             raise ValueError(f"{conn!r} is not checked out from this pool")
         interrupt = None
-        if self._reset is not None and not discard and not self._closed:
+        if reset:
             try:
                 self._reset(conn)
             except Exception:
@@ -567,24 +617,7 @@ class Pool:
                 discard = True
                 interrupt = exc
         with self._lock:
-            now = self._clock()
-            if (
-                not discard
-                and not self._waiters
-                and now < entry.expires_at
-                and len(self._idle) < self._max_idle
-                and self._limit is None
-                and not self._closed
-            ):
-                # Fast path: straight back onto the idle stack.
-                entry.in_use = False
-                entry.stack = None
-                entry.reported = False
-                entry.idle_since = now
-                self._idle.append(entry)
-                _count["releases"] += 1
-                return
-            doomed = self._put_back(entry, discard, now)
+            doomed = self._put_back(entry, discard, self._clock())
         _count["releases"] += 1
         if doomed is not None:
             policy.close_quietly(self._close, conn)

@@ -51,6 +51,7 @@ from fastio._policy cimport (
     frame_header,
     resolve_timeout,
     ring_capacity,
+    ring_find_range,
     ring_size,
     wait_fd,
     wait_ready,
@@ -152,6 +153,9 @@ cdef class RingBuffer:
         self._mask = cap - 1
         fio_store_release(&self._head, 0)
         fio_store_release(&self._tail, 0)
+
+    def __init__(self, capacity, *, mirrored=None):
+        pass  # built in __cinit__; this lets a subclass call super().__init__(capacity)
 
     def __dealloc__(self):
         self._release_memory()
@@ -411,28 +415,21 @@ cdef class RingBuffer:
             PyBuffer_Release(&view)
         return n
 
-    def find(self, sub, Py_ssize_t start=0, end=None):
+    def find(self, sub, start=0, end=None):
         """Index of ``sub`` in the readable bytes (across the wrap), or -1; as ``bytes.find``."""
         cdef Py_buffer view
-        cdef Py_ssize_t length, stop
+        cdef Py_ssize_t lo, hi
         cdef long long found
         PyObject_GetBuffer(sub, &view, PyBUF_SIMPLE)
         try:
+            lo, hi = ring_find_range(start, end, 0 if self._closed else self._readable())
             self._check_open()
-            length = <Py_ssize_t>self._readable()
-            stop = length if end is None else end
-            if start < 0:
-                start = max(start + length, 0)
-            if stop < 0:
-                stop = max(stop + length, 0)
-            elif stop > length:
-                stop = length
-            if start > length or start > stop:
+            if lo < 0:
                 return -1
             if view.len == 0:
-                return start
+                return lo
             found = fio_ring_find(self._base, self._cap, self._mirrored,
-                                  fio_load_relaxed(&self._head), <size_t>start, <size_t>stop,
+                                  fio_load_relaxed(&self._head), <size_t>lo, <size_t>hi,
                                   <const char *>view.buf, <size_t>view.len)
             if found == -2:
                 raise MemoryError()
@@ -536,6 +533,11 @@ cdef class RingBuffer:
 
 # ---- the reader ----
 
+cdef str _UNINITIALIZED = (
+    "I/O operation on an uninitialized Reader (Reader.__init__ was not called)"
+)
+
+
 cdef struct CallState:
     double budget
     double deadline
@@ -556,9 +558,14 @@ cdef class Reader:
     cdef bint _eof
     cdef object _default_header
     cdef object _header
+    cdef object _backlog  # memoryview of bytes an interrupted read() kept, or None
     cdef size_t _hsize
     cdef int _hbig
     cdef int _hsigned
+
+    def __cinit__(self, *args, **kwargs):
+        # Until __init__ runs, ring is None and every call raises ValueError (_open_ring).
+        self._default_header = "!I"
 
     def __init__(self, source, *, capacity=65536, timeout=None, header="!I", mirrored=None):
         fileno_of(source)
@@ -570,6 +577,15 @@ cdef class Reader:
         self._timeout = timeout
         self._poll_first = timeout is not None
         self._eof = False
+        self._backlog = None
+
+    cdef inline RingBuffer _open_ring(self):
+        """The ring, open; ValueError when closed or when __init__ did not run (ring None)."""
+        cdef RingBuffer ring = self.ring
+        if ring is None:
+            raise ValueError(_UNINITIALIZED)
+        ring._check_open()
+        return ring
 
     cdef int _set_header(self, object header) except -1:
         _, size, big, signed = frame_header(header)
@@ -580,9 +596,20 @@ cdef class Reader:
         return 0
 
     cdef Py_ssize_t _more(self, CallState *st) except -1:
-        """One fill for the current call (one deadline per call); 0 at EOF."""
+        """One fill for the current call (one deadline per call); 0 at EOF.
+
+        Bytes an interrupted ``read()`` kept in the backlog come first, with no system call.
+        """
         cdef Py_ssize_t r
         cdef int fd
+        if self._backlog is not None:
+            r = self.ring.write(self._backlog)
+            if r:
+                if r < len(self._backlog):
+                    self._backlog = self._backlog[r:]
+                else:
+                    self._backlog = None
+                return r
         if self._eof:
             return 0
         fd = fileno_of(self._source)
@@ -603,11 +630,26 @@ cdef class Reader:
     @property
     def buffered(self):
         """Bytes received and not yet returned."""
-        return len(self.ring)
+        if self.ring is None:
+            return 0
+        return len(self.ring) + (0 if self._backlog is None else len(self._backlog))
 
     def at_eof(self):
         """True when the source reached EOF and every buffered byte was returned."""
-        return self._eof and len(self.ring) == 0
+        return self._eof and self.buffered == 0
+
+    cdef bytes _keep(self, bytearray parts):
+        """After ``read()`` was interrupted: put the bytes it took out of the full ring back in
+        front of what is buffered (the ring holds the first ``capacity`` bytes, the backlog the
+        rest), so the next call returns them first. Returns them all, as bytes."""
+        cdef RingBuffer ring = self.ring
+        cdef bytes data = bytes(parts) + ring._take(0, ring._readable())
+        cdef Py_ssize_t moved
+        if self._backlog is not None:
+            data += self._backlog
+        moved = ring.write(data)
+        self._backlog = memoryview(data)[moved:] if moved < len(data) else None
+        return data
 
     def read(self, n=-1):
         """Up to ``n`` bytes (at most one receive when none is buffered); b"" at EOF.
@@ -615,11 +657,10 @@ cdef class Reader:
         With ``n`` negative or None, read until EOF and return everything.
         """
         cdef long long limit = ring_size(n, "n")
-        cdef RingBuffer ring = self.ring
+        cdef RingBuffer ring = self._open_ring()
         cdef CallState st
         cdef size_t avail
         st.started = False
-        ring._check_open()
         C.calls += 1
         if limit == 0:
             return b""
@@ -639,9 +680,11 @@ cdef class Reader:
                 if self._more(&st) == 0:
                     break
         except BaseException as exc:
-            if parts:
-                exc.partial = bytes(parts)
-                with_progress(exc, len(parts))
+            # Nothing is lost: every byte gathered stays buffered for the next call; the
+            # exception says how many (``.transferred``) and shows them (``.partial``, a copy).
+            if not ring._closed and (parts or ring._readable()):
+                exc.partial = self._keep(parts)
+                with_progress(exc, len(exc.partial))
             raise
         if not parts:
             return ring._take(0, ring._readable())
@@ -654,14 +697,14 @@ cdef class Reader:
         ``n`` must fit the ring (``LimitOverrunError`` otherwise, nothing consumed);
         ``readexactly(0)`` returns b"" with no system call.
         """
-        cdef RingBuffer ring = self.ring
+        cdef RingBuffer ring
         cdef CallState st
         cdef size_t want
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"n must be an int, not {type(n).__name__}")
         if n < 0:
             raise ValueError("readexactly size can not be less than zero")
-        ring._check_open()
+        ring = self._open_ring()
         C.calls += 1
         if n == 0:
             return b""
@@ -677,7 +720,7 @@ cdef class Reader:
         return ring._take(0, want)
 
     cdef object _readuntil(self, object separator, bint partial_at_eof):
-        cdef RingBuffer ring = self.ring
+        cdef RingBuffer ring
         cdef Py_buffer view
         cdef CallState st
         cdef size_t m, avail, searched = 0
@@ -687,7 +730,7 @@ cdef class Reader:
             m = <size_t>view.len
             if m == 0:
                 raise ValueError("Separator should be at least one-byte string")
-            ring._check_open()
+            ring = self._open_ring()
             if m > ring._cap:
                 raise ValueError(f"separator of {m} bytes is longer than the capacity")
             st.started = False
@@ -730,13 +773,13 @@ cdef class Reader:
 
     def peek(self, n):
         """The next ``n`` bytes as bytes without consuming them (fewer only at EOF)."""
-        cdef RingBuffer ring = self.ring
+        cdef RingBuffer ring
         cdef CallState st
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"n must be an int, not {type(n).__name__}")
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        ring._check_open()
+        ring = self._open_ring()
         C.calls += 1
         if n > ring._cap:
             raise LimitOverrunError(f"peek({n}) does not fit the reader's capacity {ring._cap}", 0)
@@ -748,14 +791,13 @@ cdef class Reader:
         return ring._copy(avail if avail < <size_t>n else <size_t>n)
 
     cdef object _frame(self):
-        cdef RingBuffer ring = self.ring
+        cdef RingBuffer ring = self._open_ring()
         cdef size_t hs = self._hsize, avail, length = 0
         cdef unsigned char hbuf[8]
         cdef unsigned long long value
         cdef bint known = False
         cdef CallState st
         st.started = False
-        ring._check_open()
         while True:
             avail = ring._readable()
             if avail >= hs:
@@ -812,4 +854,6 @@ cdef class Reader:
             raise
 
     def __repr__(self):
-        return f"<fastio.Reader {self._source!r} buffered={len(self.ring)} eof={self._eof}>"
+        if self.ring is None:
+            return "<fastio.Reader uninitialized>"
+        return f"<fastio.Reader {self._source!r} buffered={self.buffered} eof={self._eof}>"

@@ -1,22 +1,24 @@
 """Python twin of ``fastio.ring``: ``RingBuffer`` and ``Reader`` (see ``fastio/ring.py``).
 
-The ring is an anonymous ``mmap`` (never mirrored: Python cannot map one object twice side by
-side) with free-running integer indices: ``_tail`` is written only by the producer, ``_head``
+The ring is shared memory (never mirrored: Python's ``mmap`` cannot place two mappings side
+by side) with free-running integer indices: ``_tail`` is written only by the producer, ``_head``
 only by the consumer, so under the GIL one producer thread and one consumer thread can share
 a ring without a lock, as with the native twin. Receives use ``os.readv`` into one or two
 segments of the ring; sends ``os.writev``. Where ``os`` has neither (Windows), one segment at
 a time goes through the socket's ``recv_into``/``send`` or ``os.read``/``os.write``.
 
-``peek`` views are ``memoryview`` objects of the mmap itself, so the mmap counts them: the
-export check of ``mmap.resize`` (to the same size) tells ``clear`` whether a view is alive,
-and ``mmap.close`` refuses while one is. A receive in progress in a producer thread holds a
-view too, so there ``clear()`` from the consumer raises ``BufferError`` where the native twin
-clears; and EINTR retries happen inside ``os.readv`` (PEP 475), so ``eintr`` stays 0 here.
+The memory is one memfd (else a temporary file) mapped twice: ``peek`` views are
+``memoryview`` objects of one mapping, which nothing else exports, so the export check of
+``mmap.resize`` (to the same size) tells ``clear`` and ``close`` exactly whether a view is
+alive; receives, sends and copies use the other mapping, so a fill in flight in the producer
+thread does not count as a view (``close`` still refuses then: that mapping is exported).
+EINTR retries happen inside ``os.readv`` (PEP 475), so ``eintr`` stays 0 here.
 """
 
 import errno
 import mmap
 import os
+import tempfile
 
 from fastio import _stats
 from fastio._errors import IncompleteReadError, LimitOverrunError
@@ -28,6 +30,7 @@ from fastio._policy import (
     frame_header,
     resolve_timeout,
     ring_capacity,
+    ring_find_range,
     ring_size,
     wait_fd,
     wait_ready,
@@ -92,6 +95,26 @@ def _write_from(target, fd, buffers):
         del buffers  # as in _read_into: no ring view pinned by a kept traceback
 
 
+def _shared_memory(cap):
+    """Two mappings of the same ``cap`` bytes: one for receives, sends and copies, one that
+    only ``peek`` views export, so its export count is the number of live views alone."""
+    memfd_create = getattr(os, "memfd_create", None)
+    if memfd_create is not None:
+        try:
+            fd = memfd_create("fastio-ring", getattr(os, "MFD_CLOEXEC", 0))
+        except OSError:
+            pass  # no memfd here (old kernel, seccomp): a temporary file serves
+        else:
+            try:
+                os.ftruncate(fd, cap)
+                return mmap.mmap(fd, cap), mmap.mmap(fd, cap)
+            finally:
+                os.close(fd)  # each mmap keeps its own duplicate
+    with tempfile.TemporaryFile() as file:
+        file.truncate(cap)
+        return mmap.mmap(file.fileno(), cap), mmap.mmap(file.fileno(), cap)
+
+
 def _is_retry(exc):
     return isinstance(exc, BlockingIOError) or exc.errno in _RETRY
 
@@ -104,9 +127,12 @@ class RingBuffer:
     ``mirrored=True`` raises ``OSError(ENOSYS)``.
     """
 
-    __slots__ = ("__weakref__", "_cap", "_closed", "_head", "_mask", "_mm", "_tail")
+    __slots__ = ("__weakref__", "_cap", "_closed", "_head", "_mask", "_mm", "_peek_mm", "_tail")
 
-    def __init__(self, capacity, *, mirrored=None):
+    # Built in __new__ (as the native twin's __cinit__), so a subclass whose __init__ skips
+    # super().__init__() still gets a working ring.
+    def __new__(cls, capacity, *, mirrored=None):
+        self = super().__new__(cls)
         if mirrored is not None and not isinstance(mirrored, bool):
             raise TypeError(f"mirrored must be True, False or None, not {type(mirrored).__name__}")
         cap = ring_capacity(capacity, mmap.PAGESIZE)
@@ -116,12 +142,16 @@ class RingBuffer:
                 "mirrored rings need the native twin on a platform with memfd or shm "
                 "(the Python twin cannot map memory twice)",
             )
-        self._mm = mmap.mmap(-1, cap)
+        self._mm, self._peek_mm = _shared_memory(cap)
         self._cap = cap
         self._mask = cap - 1
         self._head = 0
         self._tail = 0
         self._closed = False
+        return self
+
+    def __init__(self, capacity, *, mirrored=None):
+        pass  # built in __new__; this lets a subclass call super().__init__(capacity)
 
     # -- internals shared with Reader --
 
@@ -270,7 +300,7 @@ class RingBuffer:
             avail = limit
         off = self._head & self._mask
         avail = min(avail, self._cap - off)
-        return memoryview(self._mm)[off : off + avail].toreadonly()
+        return memoryview(self._peek_mm)[off : off + avail].toreadonly()
 
     def consume(self, n):
         """Discard ``n`` readable bytes (0 <= n <= len(ring))."""
@@ -335,20 +365,9 @@ class RingBuffer:
         """Index of ``sub`` in the readable bytes (across the wrap), or -1; as ``bytes.find``."""
         with memoryview(sub) as view:
             needle = view.tobytes()
-        if isinstance(start, bool) or not isinstance(start, int):
-            raise TypeError(f"start must be an int, not {type(start).__name__}")
-        if end is not None and (isinstance(end, bool) or not isinstance(end, int)):
-            raise TypeError(f"end must be an int or None, not {type(end).__name__}")
+        start, stop = ring_find_range(start, end, len(self))
         self._check_open()
-        length = self._tail - self._head
-        stop = length if end is None else end
         if start < 0:
-            start = max(start + length, 0)
-        if stop < 0:
-            stop = max(stop + length, 0)
-        elif stop > length:
-            stop = length
-        if start > length or start > stop:
             return -1
         if not needle:
             return start
@@ -408,8 +427,10 @@ class RingBuffer:
         return total
 
     def _views_alive(self):
+        """True while a peek view is alive: only peek views export ``_peek_mm`` (a receive in
+        flight in the producer thread exports ``_mm``), and a resize checks exports first."""
         try:
-            self._mm.resize(self._cap)
+            self._peek_mm.resize(self._cap)
         except BufferError:
             return True
         except (OSError, SystemError, ValueError, TypeError):
@@ -427,12 +448,15 @@ class RingBuffer:
         """Free the memory; ``BufferError`` while a view is alive. Idempotent."""
         if self._closed:
             return
+        if self._views_alive():
+            raise BufferError("cannot close: peek view(s) still alive")
         try:
             self._mm.close()
         except BufferError:
             raise BufferError(
-                "cannot close: peek view(s) still alive, or a fill or drain in progress"
+                "cannot close: a fill or drain is in progress in another thread"
             ) from None
+        self._peek_mm.close()
         self._closed = True
 
     def __enter__(self):
@@ -441,6 +465,9 @@ class RingBuffer:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+_UNINITIALIZED = "I/O operation on an uninitialized Reader (Reader.__init__ was not called)"
 
 
 class _CallState:
@@ -461,6 +488,7 @@ class Reader:
     """
 
     __slots__ = (
+        "_backlog",
         "_default_header",
         "_eof",
         "_header",
@@ -473,6 +501,23 @@ class Reader:
         "ring",
     )
 
+    def __new__(cls, *args, **kwargs):
+        # Defaults, so a Reader whose __init__ did not run raises ValueError (as the native
+        # twin does) instead of AttributeError.
+        self = super().__new__(cls)
+        self.ring = None
+        self._source = None
+        self._timeout = None
+        self._poll_first = False
+        self._eof = False
+        self._backlog = None
+        self._default_header = "!I"
+        self._header = None
+        self._struct = None
+        self._hsize = 0
+        self._hsigned = False
+        return self
+
     def __init__(self, source, *, capacity=65536, timeout=None, header="!I", mirrored=None):
         fileno_of(source)
         check_timeout(timeout)
@@ -483,6 +528,14 @@ class Reader:
         self._timeout = timeout
         self._poll_first = timeout is not None
         self._eof = False
+        self._backlog = None
+
+    def _open_ring(self):
+        ring = self.ring
+        if ring is None:
+            raise ValueError(_UNINITIALIZED)
+        ring._check_open()
+        return ring
 
     def _set_header(self, header):
         compiled, size, _big, signed = frame_header(header)
@@ -492,7 +545,16 @@ class Reader:
         self._hsigned = signed
 
     def _more(self, state):
-        """One fill for the current call (one deadline per call); 0 at EOF."""
+        """One fill for the current call (one deadline per call); 0 at EOF.
+
+        Bytes an interrupted ``read()`` kept in the backlog come first, with no system call.
+        """
+        backlog = self._backlog
+        if backlog is not None:
+            moved = self.ring.write(backlog)
+            if moved:
+                self._backlog = backlog[moved:] if moved < len(backlog) else None
+                return moved
         if self._eof:
             return 0
         fd = fileno_of(self._source)
@@ -514,11 +576,26 @@ class Reader:
     @property
     def buffered(self):
         """Bytes received and not yet returned."""
-        return len(self.ring)
+        if self.ring is None:
+            return 0
+        backlog = self._backlog
+        return len(self.ring) + (0 if backlog is None else len(backlog))
 
     def at_eof(self):
         """True when the source reached EOF and every buffered byte was returned."""
-        return self._eof and len(self.ring) == 0
+        return self._eof and self.buffered == 0
+
+    def _keep(self, parts):
+        """After ``read()`` was interrupted: put the bytes it took out of the full ring back in
+        front of what is buffered (the ring holds the first ``capacity`` bytes, the backlog the
+        rest), so the next call returns them first. Returns them all, as bytes."""
+        ring = self.ring
+        data = bytes(parts) + ring._take(0, ring._tail - ring._head)
+        if self._backlog is not None:
+            data += self._backlog
+        moved = ring.write(data)
+        self._backlog = memoryview(data)[moved:] if moved < len(data) else None
+        return data
 
     def read(self, n=-1):
         """Up to ``n`` bytes (at most one receive when none is buffered); b"" at EOF.
@@ -526,8 +603,7 @@ class Reader:
         With ``n`` negative or None, read until EOF and return everything.
         """
         limit = ring_size(n, "n")
-        ring = self.ring
-        ring._check_open()
+        ring = self._open_ring()
         _hot[0] += 1
         if limit == 0:
             return b""
@@ -544,9 +620,11 @@ class Reader:
                 if self._more(state) == 0:
                     break
         except BaseException as exc:
-            if parts:
-                exc.partial = bytes(parts)
-                with_progress(exc, len(parts))
+            # Nothing is lost: every byte gathered stays buffered for the next call; the
+            # exception says how many (``.transferred``) and shows them (``.partial``, a copy).
+            if not ring._closed and (parts or ring._tail != ring._head):
+                exc.partial = self._keep(parts)
+                with_progress(exc, len(exc.partial))
             raise
         rest = ring._take(0, ring._tail - ring._head)
         if not parts:
@@ -564,8 +642,7 @@ class Reader:
             raise TypeError(f"n must be an int, not {type(n).__name__}")
         if n < 0:
             raise ValueError("readexactly size can not be less than zero")
-        ring = self.ring
-        ring._check_open()
+        ring = self._open_ring()
         _hot[0] += 1
         if n == 0:
             return b""
@@ -585,8 +662,7 @@ class Reader:
         m = len(needle)
         if m == 0:
             raise ValueError("Separator should be at least one-byte string")
-        ring = self.ring
-        ring._check_open()
+        ring = self._open_ring()
         if m > ring._cap:
             raise ValueError(f"separator of {m} bytes is longer than the capacity")
         state = _CallState()
@@ -620,9 +696,9 @@ class Reader:
         _hot[0] += 1
         # Fast path: a whole line is buffered before the wrap.
         ring = self.ring
-        head = ring._head
-        avail = ring._tail - head
-        if avail and not ring._closed:
+        if ring is not None and ring._tail != ring._head and not ring._closed:
+            head = ring._head
+            avail = ring._tail - head
             off = head & ring._mask
             end = off + avail
             if end <= ring._cap:
@@ -639,8 +715,7 @@ class Reader:
             raise TypeError(f"n must be an int, not {type(n).__name__}")
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        ring = self.ring
-        ring._check_open()
+        ring = self._open_ring()
         _hot[0] += 1
         if n > ring._cap:
             raise LimitOverrunError(f"peek({n}) does not fit the reader's capacity {ring._cap}", 0)
@@ -651,8 +726,7 @@ class Reader:
         return ring._copy(0, min(n, ring._tail - ring._head))
 
     def _frame(self):
-        ring = self.ring
-        ring._check_open()
+        ring = self._open_ring()
         hs = self._hsize
         cap = ring._cap
         length = -1
@@ -700,9 +774,9 @@ class Reader:
             self._set_header(header)
         # Fast path: the whole frame is buffered and does not cross the wrap.
         ring = self.ring
-        head = ring._head
         hs = self._hsize
-        if ring._tail - head >= hs and not ring._closed:
+        if ring is not None and ring._tail - ring._head >= hs and not ring._closed:
+            head = ring._head
             off = head & ring._mask
             start = off + hs
             if start <= ring._cap:
@@ -729,4 +803,6 @@ class Reader:
             raise
 
     def __repr__(self):
-        return f"<fastio.Reader {self._source!r} buffered={len(self.ring)} eof={self._eof}>"
+        if self.ring is None:
+            return "<fastio.Reader uninitialized>"
+        return f"<fastio.Reader {self._source!r} buffered={self.buffered} eof={self._eof}>"

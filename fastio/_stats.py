@@ -113,6 +113,8 @@ def _default_calls():
         "preadv",
         "pipe",
         "memfd_create",
+        "lseek",
+        "fstat",
     ):
         function = getattr(_os, name, None)
         calls[name] = function if function is not None else _missing(name)

@@ -28,7 +28,9 @@ check, check_after  (driver Pinger) /                 validate a connection idle
 reset               (driver ResetSession) /           runs on every return
                     psycopg_pool ``reset``
 is_broken           driver.ErrBadConn                 which exceptions in ``connection()``
-                                                      discard the connection (default OSError)
+                                                      discard the connection (default OSError;
+                                                      one that raises discards it too, and the
+                                                      caller's exception goes on)
 leak_timeout        - / leakDetectionThreshold        report a connection held longer, with the
                                                       traceback of its acquire
 ==================  ================================  ==========================================

@@ -19,7 +19,8 @@ is a buffered reader on top of it with ``asyncio.StreamReader``'s names.
 
     Consumer side: ``peek(n=-1)`` (read-only memoryview, up to the wrap on a plain ring),
     ``consume(n)``, ``read(n=-1)``, ``readinto(buffer)``, ``find(sub, start=0, end=None)``
-    (``bytes.find`` semantics, across the wrap), ``drain(target, n=-1)`` (``writev`` from the
+    (``bytes.find`` semantics, across the wrap: any int bound is clamped; a bool or non-int
+    bound is a ``TypeError``), ``drain(target, n=-1)`` (``writev`` from the
     ring to a socket or fd until ``n`` bytes are sent; a non-blocking target that fills up
     raises ``BlockingIOError`` with ``characters_written``). ``len(ring)``, ``capacity``,
     ``free``, ``clear()``, ``close()``: while a ``peek`` view is alive, ``clear()`` and
@@ -27,8 +28,11 @@ is a buffered reader on top of it with ``asyncio.StreamReader``'s names.
     bytes it shows may be overwritten by later writes.
 
     Threads: one producer thread (``write``, ``fill``) and one consumer thread (everything
-    else) may use one ring at the same time without a lock; any other sharing (two
-    producers, two consumers, ``close`` from a third thread) needs the caller's lock.
+    else, ``clear`` and ``close`` included) may use one ring at the same time without a lock;
+    any other sharing (two producers, two consumers, ``close`` from a third thread) needs the
+    caller's lock. ``clear()`` while the producer is inside ``fill`` discards what was
+    readable and keeps what the fill then receives; only a live ``peek`` view makes it raise
+    ``BufferError``. ``close()`` also raises ``BufferError`` while a fill or drain runs.
 
 ``Reader(source, *, capacity=65536, timeout=None, header="!I", mirrored=None)``
     A buffered reader over a socket or fd that fills its ring as needed: ``read(n=-1)``,
@@ -43,7 +47,15 @@ is a buffered reader on top of it with ``asyncio.StreamReader``'s names.
     asyncio does (but keeps the data and raises ``LimitOverrunError`` when a line does not
     fit, where asyncio discards it). A timeout (``timeout=``, else the socket's own) is one
     deadline per call; on a non-blocking source a call raises ``BlockingIOError`` and keeps
-    every received byte in the ring for the next call.
+    every received byte for the next call. That holds for ``read()`` (to EOF) too, which may
+    gather more than the ring holds: interrupted by a would-block, a timeout or any other
+    error, it consumes nothing; the exception carries ``.partial`` (a copy of every byte
+    gathered) and ``.transferred`` (their count), and the next call of any kind returns
+    those bytes first (``buffered`` counts them; ``reader.ring`` holds the first
+    ``capacity`` of them, the reader the rest).
+
+    Until ``__init__`` has run (``Reader.__new__``, a subclass that skips it) every call
+    raises ``ValueError``, as on a closed reader.
 
 Counters (``fastio.stats()["ring"]``): the common ones plus ``fills``, ``received``,
 ``readv`` (two-segment receives), ``wraps`` (receives or sends that crossed the end of the

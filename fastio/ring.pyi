@@ -1,7 +1,7 @@
 import array
 import mmap
 from collections.abc import Iterator
-from typing import Optional, Union
+from typing import Optional, Protocol, Union
 
 from ._errors import IncompleteReadError as IncompleteReadError
 from ._errors import LimitOverrunError as LimitOverrunError
@@ -9,7 +9,7 @@ from ._errors import LimitOverrunError as LimitOverrunError
 Buffer = Union[bytes, bytearray, memoryview, array.array, mmap.mmap]
 _Source = Union[int, "_HasFileno"]
 
-class _HasFileno:
+class _HasFileno(Protocol):
     def fileno(self) -> int: ...
 
 class RingBuffer:

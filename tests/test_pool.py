@@ -205,6 +205,45 @@ def test_release_of_a_stranger_or_twice_is_a_value_error(fio):
     assert pool.stats().idle == 1
 
 
+def test_two_threads_releasing_one_connection_during_a_slow_reset(fio):
+    entered = threading.Event()
+    go = threading.Event()
+    resets = []
+
+    def reset(conn):
+        resets.append(conn)
+        entered.set()
+        go.wait(JOIN)
+
+    pool = fio.Pool(Factory(), max_size=2, reset=reset)
+    conn = pool.acquire()
+    errors = []
+
+    def release():
+        try:
+            pool.release(conn)
+        except ValueError as exc:
+            errors.append(exc)
+
+    first = start(release)
+    assert entered.wait(JOIN)
+    second = start(release)
+    # The second release must not run reset too: it is refused while the first one resets.
+    wait_until(lambda: not second.is_alive() or len(resets) > 1)
+    go.set()
+    first.join(JOIN)
+    second.join(JOIN)
+    assert len(resets) == 1 and len(errors) == 1
+    s = pool.stats()
+    assert_adds_up(s)
+    assert (s.open, s.idle, s.in_use) == (1, 1, 0)
+    a, b = pool.acquire(), pool.acquire()
+    assert a is conn and b is not conn  # handed out once, not twice
+    pool.release(a)
+    pool.release(b)
+    assert_adds_up(pool.stats())
+
+
 def test_connection_context_returns_the_connection(fio):
     pool = fio.Pool(Factory())
     with pool.connection() as conn:
@@ -649,6 +688,31 @@ def test_is_broken_decides(fio):
     assert not conn.closed and pool.stats().closed_broken == 1
 
 
+@pytest.mark.parametrize("error", [ZeroDivisionError, KeyboardInterrupt])
+def test_a_raising_is_broken_discards_and_loses_no_slot(fio, caplog, error):
+    def is_broken(exc):
+        raise error("is_broken has a bug")
+
+    pool = fio.Pool(Factory(), max_size=1, is_broken=is_broken, acquire_timeout=0.2)
+    expected = OSError if error is ZeroDivisionError else error
+    with caplog.at_level(logging.WARNING, logger="fastio"):
+        with pytest.raises(expected) as info:
+            with pool.connection() as conn:
+                raise OSError("the original error")
+    if error is ZeroDivisionError:
+        # The original error goes on; is_broken's failure is logged, not lost.
+        assert str(info.value) == "the original error"
+        assert "is_broken" in caplog.text and "ZeroDivisionError" in caplog.text
+    else:
+        # An interrupt inside is_broken goes on, with the original error as its context.
+        assert isinstance(info.value.__context__, OSError)
+    assert conn.closed  # a failing is_broken cannot vouch for the connection
+    s = pool.stats()
+    assert (s.open, s.in_use, s.idle, s.closed_broken) == (0, 0, 0, 1)
+    with pool.connection(timeout=0) as again:
+        assert again is not conn
+
+
 def test_keyboard_interrupt_inside_connection_loses_no_slot(fio):
     pool = fio.Pool(Factory(), max_size=1)
     with pytest.raises(KeyboardInterrupt):
@@ -926,8 +990,9 @@ def test_32_threads_on_4_connections(fio):
     assert all(c.closes == 1 for c in factory.made)  # nothing leaked, nothing closed twice
     assert len(waits) > 1000
     median = statistics.median(waits)
-    # A bound against starvation, not a timing target (the benchmark measures that).
-    assert max(waits) < max(2.0, 200 * median)
+    # A bound against starvation (a waiter left behind for good), not a timing target: the
+    # benchmark measures fairness; the floor keeps a loaded CI machine from failing this.
+    assert max(waits) < max(5.0, 200 * median)
 
 
 # --- keyed pools ------------------------------------------------------------------------------
@@ -993,6 +1058,27 @@ def test_keyed_pool_waiter_gets_room_freed_by_another_key(fio):
     pool.release(a2)
     pool.release(got[0])
     assert_adds_up(pool.stats())
+
+
+def test_keyed_pool_keeps_idle_connections_once_the_waiter_was_served(fio):
+    pool = fio.KeyedPool(Factory(), max_per_key=2, max_total=3)
+    a1, a2 = pool.acquire("A"), pool.acquire("A")
+    b1 = pool.acquire("B")
+    got = []
+    thread = start(lambda: got.append(pool.acquire("B", timeout=JOIN)))
+    wait_until(lambda: pool.stats("B").waiting == 1)
+    pool.release(b1)  # serves B's waiter: B no longer wants room from other keys
+    thread.join(JOIN)
+    assert got == [b1]
+    pool.release(a1)  # nobody waits: a healthy connection stays idle
+    s = pool.stats("A")
+    assert (s.idle, s.closed_max_idle, s.waiting) == (1, 0, 0)
+    assert not a1.closed
+    pool.release(a2)
+    pool.release(b1)
+    total = pool.stats()
+    assert (total.open, total.idle, total.closed_max_idle) == (3, 3, 0)
+    assert_adds_up(total)
 
 
 def test_keyed_pool_under_threads_keeps_its_global_count(fio):

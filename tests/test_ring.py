@@ -997,7 +997,9 @@ def test_counters_are_registered(fio, socketpair):
         assert "ring" in fastio.stats()
 
 
-def test_read_all_non_blocking_carries_what_it_took(fio, socketpair):
+def test_read_all_non_blocking_keeps_every_byte(fio, socketpair):
+    """read() gathers more than the ring holds, then would block: nothing is consumed; the
+    exception shows what was gathered and the next read() returns it first."""
     a, b = socketpair
     a.setblocking(False)
     data = os.urandom(2 * PAGE + 100)
@@ -1005,9 +1007,13 @@ def test_read_all_non_blocking_carries_what_it_took(fio, socketpair):
     reader = fio.Reader(a, capacity=PAGE)
     with pytest.raises(BlockingIOError) as info:
         reader.read()
-    taken = info.value.partial
-    assert info.value.transferred == len(taken) > 0
-    assert taken + reader.ring.read() == data  # nothing lost
+    assert info.value.partial == data
+    assert info.value.transferred == len(data)
+    assert reader.buffered == len(data)
+    b.sendall(b"tail")
+    b.close()
+    assert reader.read() == data + b"tail"
+    assert reader.at_eof()
 
 
 def test_drain_to_a_pipe(fio, mirrored):
@@ -1118,5 +1124,218 @@ def test_close_refuses_during_a_fill_in_another_thread(fio, socketpair):
     thread.join(30)
     assert result == [4]
     assert ring.read() == b"late"
+    ring.close()
+    assert ring.closed
+
+
+# ---- review fixes (issue 5): lost bytes, uninitialized objects, clear during fill, find ----
+
+
+def test_read_all_retried_after_would_block_returns_everything(fio):
+    """The reviewer's case: 10000 bytes through a 4096-byte ring, a would-block, 10 more."""
+    a, b = socket.socketpair()
+    with a, b:
+        b.setblocking(False)
+        a.sendall(b"x" * 10000)
+        reader = fio.Reader(b, capacity=4096)
+        with pytest.raises(BlockingIOError):
+            reader.read()
+        a.sendall(b"y" * 10)
+        a.close()
+        assert reader.read() == b"x" * 10000 + b"y" * 10
+
+
+def test_read_all_retried_after_a_timeout_returns_everything(fio, socketpair):
+    a, b = socketpair
+    data = os.urandom(3 * PAGE + 7)
+    b.sendall(data)
+    reader = fio.Reader(a, capacity=PAGE, timeout=0.2)
+    with pytest.raises(TimeoutError) as info:
+        reader.read(-1)
+    assert info.value.transferred == len(data)
+    b.close()
+    assert reader.read(None) == data
+
+
+def test_kept_bytes_come_first_for_every_reader_call(fio, socketpair):
+    """After an interrupted read(), the kept bytes (more than the ring holds) feed read(n),
+    readexactly, readline, read_frame and peek, in order, before the source."""
+    a, b = socketpair
+    a.setblocking(False)
+    payloads = [bytes([65 + i % 26]) * 1000 for i in range(9)]
+    stream = frames_of(payloads) + b"a line\n" + b"z" * 50
+    b.sendall(stream)
+    reader = fio.Reader(a, capacity=PAGE)
+    with pytest.raises(BlockingIOError):
+        reader.read()
+    assert reader.buffered == len(stream)
+    assert reader.read(3)[:3] == stream[:3]
+    assert reader.readexactly(1001) == stream[3:1004]
+    got = [reader.read_frame() for _ in range(8)]
+    assert got == payloads[1:]
+    assert reader.peek(4) == b"a li"
+    assert reader.readline() == b"a line\n"
+    b.sendall(b"!")
+    assert reader.readexactly(51) == b"z" * 50 + b"!"
+    with pytest.raises(BlockingIOError):
+        reader.read(1)
+
+
+def test_read_n_after_an_interrupted_read_makes_no_system_call(fio, socketpair):
+    a, b = socketpair
+    a.setblocking(False)
+    b.sendall(b"q" * (PAGE + 1))
+    reader = fio.Reader(a, capacity=PAGE)
+    with pytest.raises(BlockingIOError):
+        reader.read()
+    before = counters(fio)
+    assert reader.read(PAGE) == b"q" * PAGE
+    assert reader.read(PAGE) == b"q"
+    assert delta(before, counters(fio))["syscalls"] == 0
+
+
+def _reader_calls(reader):
+    return {
+        "read": lambda: reader.read(10),
+        "read_all": lambda: reader.read(),
+        "readexactly": lambda: reader.readexactly(1),
+        "readuntil": lambda: reader.readuntil(),
+        "readline": lambda: reader.readline(),
+        "peek": lambda: reader.peek(1),
+        "read_frame": lambda: reader.read_frame(),
+        "read_frame_header": lambda: reader.read_frame("!H"),
+        "next": lambda: next(reader),
+    }
+
+
+READER_CALLS = tuple(_reader_calls(None))
+
+
+@pytest.mark.parametrize("call", READER_CALLS)
+def test_reader_whose_init_did_not_run_raises_value_error(fio, call):
+    reader = fio.Reader.__new__(fio.Reader)
+    with pytest.raises(ValueError, match="uninitialized"):
+        _reader_calls(reader)[call]()
+    assert reader.ring is None
+    assert reader.buffered == 0
+    assert not reader.at_eof()
+    assert "uninitialized" in repr(reader)
+
+
+@pytest.mark.parametrize("call", READER_CALLS)
+def test_reader_subclass_skipping_super_init_raises_value_error(fio, socketpair, call):
+    class Lazy(fio.Reader):
+        def __init__(self, source):
+            self.extra = source  # forgets super().__init__()
+
+    reader = Lazy(socketpair[0])
+    with pytest.raises(ValueError, match="uninitialized"):
+        _reader_calls(reader)[call]()
+
+
+def test_ring_buffer_is_built_before_init(fio):
+    """Both twins build the ring in __new__/__cinit__: no half-made RingBuffer exists."""
+    with pytest.raises(TypeError):
+        fio.RingBuffer.__new__(fio.RingBuffer)
+
+    class Sub(fio.RingBuffer):
+        def __init__(self, capacity, **kwargs):
+            pass  # skips super().__init__()
+
+    ring = Sub(100)
+    assert ring.capacity == PAGE
+    assert ring.write(b"abc") == 3
+    assert ring.read() == b"abc"
+    ring.close()
+
+    class Polite(fio.RingBuffer):
+        def __init__(self, capacity):
+            super().__init__(capacity, mirrored=False)
+            self.tag = "polite"
+
+    ring = Polite(PAGE + 1)
+    assert ring.capacity == 2 * PAGE and ring.tag == "polite"
+    assert ring.write(b"xyz") == 3 and ring.read() == b"xyz"
+
+
+def test_clear_while_a_fill_is_in_flight(fio, socketpair, mirrored):
+    """clear() is a consumer call: it works while the producer thread waits in fill() (both
+    twins); only a live peek view makes it raise."""
+    a, b = socketpair
+    ring = fio.RingBuffer(PAGE, mirrored=mirrored)
+    ring.write(b"old")
+    result = []
+    thread = threading.Thread(target=lambda: result.append(ring.fill(a)))
+    thread.start()
+    try:
+        time.sleep(0.2)  # the producer is blocked in its receive, inside the ring's memory
+        ring.clear()
+        assert len(ring) == 0
+        view = ring.peek()
+        with pytest.raises(BufferError):
+            ring.clear()
+        view.release()
+        ring.clear()
+    finally:
+        b.sendall(b"new")
+        thread.join(30)
+    assert result == [3]
+    assert ring.read() == b"new"
+    ring.close()
+
+
+@pytest.mark.parametrize(
+    "start, end",
+    [
+        (2**70, None),
+        (-(2**70), None),
+        (0, 2**70),
+        (0, -(2**70)),
+        (2**63, 2**64),
+        (-(2**63), 2**63),
+        (1 << 62, None),
+        (-3, 2**100),
+    ],
+)
+def test_find_clamps_huge_bounds_like_bytes_find(fio, mirrored, start, end):
+    ring = positioned(fio, mirrored, PAGE - 4)
+    data = b"abcabcabc"
+    ring.write(data)
+    for sub in (b"c", b"ca", b"", b"zz"):
+        assert ring.find(sub, start, end) == data.find(sub, start, end)
+
+
+@pytest.mark.parametrize("bad", [True, False, 1.0, "1", b"1"])
+def test_find_rejects_bool_and_non_int_bounds(fio, bad):
+    ring = fio.RingBuffer(PAGE)
+    ring.write(b"abc")
+    with pytest.raises(TypeError):
+        ring.find(b"b", bad)
+    with pytest.raises(TypeError):
+        ring.find(b"b", 0, bad)
+    with pytest.raises(TypeError):
+        ring.find(b"b", None)
+    assert ring.find(b"b", 0, None) == 1
+
+
+def test_python_twin_without_memfd_maps_a_temporary_file(monkeypatch, socketpair):
+    """Where there is no memfd (or it fails), the Python twin maps a temporary file twice:
+    same behaviour, peek views counted apart from a fill in flight."""
+    from fastio import _impl
+
+    fio = _impl.twin("python")
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    a, b = socketpair
+    ring = positioned(fio, False, PAGE - 2)
+    ring.write(b"wrap")
+    assert ring.find(b"ra") == 1
+    view = ring.peek()
+    assert bytes(view) == b"wr"
+    with pytest.raises(BufferError):
+        ring.clear()
+    view.release()
+    b.sendall(b"abc")
+    assert ring.fill(a) == 3
+    assert ring.read() == b"wrapabc"
     ring.close()
     assert ring.closed

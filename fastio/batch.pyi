@@ -1,0 +1,39 @@
+from types import TracebackType
+from typing import Iterable, Optional, Type, Union
+
+from typing_extensions import Buffer, Protocol, Self
+
+class _HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+class BatchWriter:
+    def __init__(
+        self,
+        target: Union[int, _HasFileno],
+        *,
+        buffer_size: int = 65536,
+        copy_threshold: int = 1024,
+        max_pending: Optional[int] = None,
+        timeout: Optional[float] = None,
+        closefd: bool = True,
+    ) -> None: ...
+    def write(self, data: Buffer, /) -> int: ...
+    def writelines(self, lines: Iterable[Buffer], /) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+    def fileno(self) -> int: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def stats(self) -> dict[str, int]: ...
+
+__all__ = ["BatchWriter"]
