@@ -397,7 +397,7 @@ static inline int fio_close(int fd)
 static inline fio_ssize_t fio_splice_from(int fd_in, fio_off_t *off_in, int fd_out, size_t len,
                                           unsigned int flags)
 {
-    FIO_FAULT("splice", len);
+    FIO_FAULT_LEN("splice", len);
 #if FIO_HAVE_SPLICE
     loff_t off = off_in ? (loff_t)*off_in : 0;
     fio_ssize_t n = FIO_TIMED(FIO_CALL_SPLICE,
