@@ -44,6 +44,18 @@ def injected(exc):
     return isinstance(exc, OSError) and exc.errno in INJECTED_ERRNOS
 
 
+def chunk(rng):
+    """A count for one transfer call: mostly bounded, so a blocking call is many calls."""
+    return None if rng.random() < 0.05 else rng.randrange(1, 40000)
+
+
+def small_buffers(*socks):
+    """Small kernel buffers: many system calls per transfer, so the schedule has calls to hit."""
+    for sock in socks:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+
+
 def sender(sock, data, close=True):
     """Send ``data`` from a thread (plain socket calls: no faults there), then close."""
 
@@ -340,6 +352,273 @@ def test_socket_pool_under_faults_loses_no_slot_or_fd(fio, faults, seed):
     while open_fds() > fds and time.monotonic() < deadline:
         time.sleep(0.01)
     assert open_fds() <= fds
+
+
+# --- transfer: sendfile, splice, copy, relay -----------------------------------------------
+
+
+@pytest.fixture
+def big_file(tmp_path):
+    data = payload(99, 700_000)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    return path, data
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("blocking", [True, False], ids=["blocking", "nonblocking"])
+def test_sendfile_resumes_from_the_file_position_under_faults(
+    fio, faults, big_file, seed, blocking
+):
+    path, data = big_file
+    a, b = socket.socketpair()
+    small_buffers(a, b)
+    a.setblocking(blocking)
+    got = receiver(b)
+    with open(path, "rb") as f, bounded(BOUND), faults(seed=seed, rate=0.3) as schedule:
+        sent = 0
+        rng = random.Random(seed)
+        while sent < len(data):
+            try:
+                n = fio.sendfile(a, f, count=chunk(rng))
+            except OSError as exc:
+                assert injected(exc), exc
+                sent += exc.transferred
+                # The file position is left where the data stopped: the next call resumes.
+                assert f.tell() == sent
+                if isinstance(exc, BlockingIOError):
+                    select.select([], [a], [], BOUND)
+                continue
+            sent += n
+            assert f.tell() == sent
+        counts = schedule.counts()
+    a.close()
+    digest, size = got.join()
+    b.close()
+    assert (size, digest) == (len(data), hashlib.sha256(data).hexdigest())
+    assert counts["total"] > 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_splice_is_exact_under_retryable_faults(fio, faults, seed):
+    """splice() socket to socket goes through an internal pipe; EINTR, EAGAIN and short
+    counts on either side of it lose and duplicate nothing. (An error on the sending side
+    drops what the pipe held: see the module docstring's note.)"""
+    data = payload(seed, 400_000)
+    src_peer, src = socket.socketpair()
+    dst, dst_peer = socket.socketpair()
+    small_buffers(src_peer, src, dst, dst_peer)
+    writer = sender(src_peer, data)
+    got = receiver(dst_peer)
+    moved = 0
+    warm_a, warm_b = socket.socketpair()
+    warm_a.sendall(b"w")
+    assert fio.splice(warm_b, warm_a, 1) == 1  # the pipe pool now holds its pipe
+    warm_a.close()
+    warm_b.close()
+    fds = open_fds()
+    rng = random.Random(seed)
+    kinds = ["eintr", "eagain", "short1", "half"]
+    with bounded(BOUND), faults(seed=seed, rate=0.2, kinds=kinds) as schedule:
+        while True:
+            try:
+                n = fio.splice(src, dst, chunk(rng))
+            except BlockingIOError as exc:  # only from an injected EAGAIN: never here
+                raise AssertionError("blocking splice raised BlockingIOError") from exc
+            moved += n
+            if n == 0 or moved >= len(data):
+                break
+        counts = schedule.counts()
+    writer.join(BOUND)
+    assert open_fds() == fds - 1  # the sender closed src_peer; the pipe pool kept its pipe
+    dst.close()
+    digest, size = got.join()
+    src.close()
+    dst_peer.close()
+    assert moved == size == len(data)
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert counts["total"] > 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_copy_file_to_file_resumes_under_faults(fio, faults, big_file, tmp_path, seed):
+    path, data = big_file
+    out_path = tmp_path / "copy.bin"
+    with open(path, "rb") as src, open(out_path, "wb") as dst:
+        with bounded(BOUND), faults(seed=seed, rate=0.3) as schedule:
+            done = 0
+            rng = random.Random(seed)
+            while done < len(data):
+                try:
+                    n = fio.copy(src, dst, chunk(rng))
+                except OSError as exc:
+                    assert injected(exc), exc
+                    done += exc.transferred
+                    assert src.tell() == done and dst.tell() == done
+                    continue
+                done += n
+                if n == 0:
+                    break
+            counts = schedule.counts()
+    assert out_path.read_bytes() == data
+    assert counts["total"] > 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_relay_is_exact_under_transparent_faults(fio, faults, seed):
+    """EINTR, EAGAIN and short counts inside relay's loop change nothing a peer can see."""
+    up, down = payload(seed, 300_000), payload(seed + 1000, 200_000)
+    c1, a = socket.socketpair()
+    b, c2 = socket.socketpair()
+    small_buffers(c1, a, b, c2)
+    result = {}
+
+    def run():
+        result["counts"] = fio.relay(a, b)
+
+    # Warm up: one relay leaves the pipe pool holding its pipes.
+    w1, w2 = socket.socketpair()
+    w3, w4 = socket.socketpair()
+    w1.shutdown(socket.SHUT_WR)
+    w4.shutdown(socket.SHUT_WR)
+    assert fio.relay(w2, w3) == (0, 0)
+    for s in (w1, w2, w3, w4):
+        s.close()
+    fds = open_fds()
+    with bounded(BOUND), faults(seed=seed, rate=0.3, kinds=["eintr", "eagain", "short1", "half"]):
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        got_down = receiver(c1)
+        got_up = receiver(c2)
+        sender(c1, up, close=False).join(BOUND)
+        c1.shutdown(socket.SHUT_WR)
+        sender(c2, down, close=False).join(BOUND)
+        c2.shutdown(socket.SHUT_WR)
+        thread.join(BOUND)
+        assert not thread.is_alive()
+    assert result["counts"] == (len(up), len(down))
+    assert got_up.join() == (hashlib.sha256(up).hexdigest(), len(up))
+    assert got_down.join() == (hashlib.sha256(down).hexdigest(), len(down))
+    assert open_fds() == fds
+    for s in (a, b, c1, c2):
+        s.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (reported to the lead): splice() between two sockets drops the bytes "
+    "its internal pipe holds when the sending side fails with an error the caller may retry "
+    "(ENOBUFS/ENOMEM, or a raising signal handler): the stream then has a hole",
+)
+def test_splice_keeps_held_bytes_when_the_sending_side_fails(fio, faults):
+    data = payload(3, 300_000)
+    src_peer, src = socket.socketpair()
+    dst, dst_peer = socket.socketpair()
+    small_buffers(src_peer, src, dst, dst_peer)
+    writer = sender(src_peer, data)
+    got = receiver(dst_peer)
+    with bounded(BOUND), faults(seed=3, rate=0.2, kinds=["nomem"], calls=["splice"]):
+        while True:
+            try:
+                if fio.splice(src, dst, 20000) == 0:
+                    break
+            except OSError as exc:
+                assert exc.errno in (errno.ENOBUFS, errno.ENOMEM)
+    writer.join(BOUND)
+    dst.close()
+    digest, size = got.join()
+    src.close()
+    dst_peer.close()
+    assert (digest, size) == (hashlib.sha256(data).hexdigest(), len(data))
+
+
+# --- batch: BatchWriter ----------------------------------------------------------------------
+
+
+def pieces(seed, count=3000):
+    rng = random.Random(seed)
+    return [rng.randbytes(rng.choice([1, 5, 40, 300, 2000, 9000])) for _ in range(count)]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("blocking", [True, False], ids=["blocking", "nonblocking"])
+def test_batch_writer_is_exact_under_retryable_faults(fio, faults, seed, blocking):
+    """EINTR, EAGAIN and partial writes: every byte arrives once, in order."""
+    parts = pieces(seed)
+    data = b"".join(parts)
+    a, b = socket.socketpair()
+    a.setblocking(blocking)
+    got = receiver(b)
+    kinds = ["eintr", "eagain", "short1", "half"]
+    with bounded(BOUND), faults(seed=seed, rate=0.3, kinds=kinds) as schedule:
+        writer = fio.BatchWriter(a, buffer_size=16384, closefd=False)
+        for part in parts:
+            writer.write(part)
+        while True:
+            try:
+                writer.flush()
+                break
+            except BlockingIOError as exc:
+                assert exc.characters_written >= 0
+                select.select([], [a], [], BOUND)
+        assert writer.pending == 0
+        writer.close()
+        counts = schedule.counts()
+    a.close()
+    assert got.join() == (hashlib.sha256(data).hexdigest(), len(data))
+    assert counts["total"] > 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_batch_writer_error_leaves_an_exact_prefix(fio, faults, seed):
+    """A reset or ENOBUFS mid-stream: the peer has received exactly the bytes written minus
+    ``pending``, and they are a prefix of the stream; the error is sticky, and close() still
+    releases everything."""
+    parts = pieces(seed)
+    data = b"".join(parts)
+    a, b = socket.socketpair()
+    got = receiver(b)
+    written = 0
+    error = None
+    fds = open_fds()
+    with bounded(BOUND), faults(seed=seed, rate=0.05, kinds=["reset", "nomem", "half"]):
+        writer = fio.BatchWriter(a, buffer_size=16384, closefd=False)
+        try:
+            for part in parts:
+                writer.write(part)
+                written += len(part)
+            writer.flush()
+        except OSError as exc:
+            assert injected(exc), exc
+            error = exc
+        pending = writer.pending
+        if error is not None:
+            with pytest.raises(OSError):
+                writer.flush()  # sticky
+        try:
+            writer.close()
+        except OSError:
+            pass
+    assert writer.closed
+    a.close()
+    digest, size = got.join()
+    b.close()
+    if error is None:
+        assert (digest, size) == (hashlib.sha256(data).hexdigest(), len(data))
+    else:
+        # A write() that failed may have taken its piece (then it counts in pending) or not.
+        assert size in (written - pending, written + _next_len(parts, written) - pending)
+        assert digest == hashlib.sha256(data[:size]).hexdigest()
+    assert open_fds() == fds - 2
+
+
+def _next_len(parts, written):
+    total = 0
+    for part in parts:
+        if total == written:
+            return len(part)
+        total += len(part)
+    return 0
 
 
 # --- regressions found by these checks -----------------------------------------------------
