@@ -113,13 +113,17 @@ def faults(fio):
     return functools.partial(_faults.inject, fio.IMPLEMENTATION)
 
 
+class Hang(Exception):
+    """Raised by ``bounded`` (not an OSError, so no ``except OSError`` swallows it)."""
+
+
 @contextlib.contextmanager
 def bounded(seconds):
-    """Fail (``TimeoutError`` from a SIGALRM handler) if the block runs longer than
-    ``seconds``: a hang becomes a test failure. Main thread only."""
+    """Fail (``Hang`` from a SIGALRM handler) if the block runs longer than ``seconds``: a
+    hang becomes a test failure. Main thread only."""
 
     def expired(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s: a hang")
+        raise Hang(f"still running after {seconds} s: a hang")
 
     previous = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)

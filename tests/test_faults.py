@@ -652,3 +652,22 @@ def test_a_kept_fill_error_does_not_pin_the_ring(fio):
     ring.close()
     assert ring.closed
     os.close(fd)
+
+
+def test_huge_offset_and_count_are_value_errors_or_no_limit(fio, tmp_path):
+    """Found by tests/test_bad_input.py: ``sendfile(offset=2**63)`` and a count of 2**63 or
+    more raised ``OverflowError`` from the native twin (the policy returned them as C long
+    long). An offset past the largest file offset is a ValueError; a count that large means
+    "no limit", as None does."""
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+    a, b = socket.socketpair()
+    with open(path, "rb") as f:
+        with pytest.raises(ValueError):
+            fio.sendfile(a, f, 2**63)
+        assert fio.sendfile(a, f, 0, 2**63) == 3
+        f.seek(0)
+        assert fio.sendfile(a, f, 0, 2**70) == 3
+    assert b.recv(6, socket.MSG_WAITALL) == b"abcabc"
+    a.close()
+    b.close()
