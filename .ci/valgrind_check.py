@@ -33,13 +33,12 @@ def records(text):
 
 
 def main(paths):
-    bad, noise = [], 0
+    bad, noise, finished = [], 0, 0
     for path in paths:
         with open(path, errors="replace") as f:
             text = f.read()
-        if "ERROR SUMMARY" not in text:
-            print(f"{path}: no ERROR SUMMARY: valgrind did not finish", file=sys.stderr)
-            return 2
+        if "ERROR SUMMARY" in text:
+            finished += 1  # (a forked child that exec'd another program leaves only a header)
         for block in records(text):
             first = block[0].strip()
             is_error = (
@@ -61,6 +60,9 @@ def main(paths):
                 bad.append((path, block))
             else:
                 noise += 1
+    if finished == 0:
+        print("no log has an ERROR SUMMARY: valgrind did not finish", file=sys.stderr)
+        return 2
     for path, block in bad:
         print(f"--- {path}", *block, sep="\n", file=sys.stderr)
     print(f"valgrind: {len(bad)} report(s) from fastio's code, {noise} from the interpreter")
