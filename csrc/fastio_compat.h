@@ -137,11 +137,15 @@
 #  define fio_add_relaxed(p, v) (*(p) += (v))
 #endif
 
-/* Fault injection: compiled in only with FASTIO_FAULTS=1 (see fastio_faults.h). */
+/* Fault injection: compiled in only with FASTIO_FAULTS=1 (see fastio_faults.h). FIO_FAULT may
+ * fail a call; FIO_FAULT_LEN (len: the wrapper's size_t parameter) and FIO_FAULT_IOV may also
+ * shorten it. In a release build all three are empty. */
 #ifdef FASTIO_FAULTS
 #  include "fastio_faults.h"
 #else
 #  define FIO_FAULT(call, result_on_fault) do { } while (0)
+#  define FIO_FAULT_LEN(call, len) do { } while (0)
+#  define FIO_FAULT_IOV(call, iov, n) do { } while (0)
 #endif
 
 /* System call timing for fastio.profile(): FIO_TIMED(call_id, expr), see fastio_profile.h. */
@@ -151,7 +155,7 @@
 
 static inline fio_ssize_t fio_sendfile(int out_fd, int in_fd, fio_off_t *offset, size_t count)
 {
-    FIO_FAULT("sendfile", count);
+    FIO_FAULT_LEN("sendfile", count);
 #if defined(__linux__)
     return FIO_TIMED(FIO_CALL_SENDFILE, sendfile(out_fd, in_fd, offset, count));
 #elif defined(__APPLE__)
@@ -174,7 +178,7 @@ static inline fio_ssize_t fio_sendfile(int out_fd, int in_fd, fio_off_t *offset,
 
 static inline fio_ssize_t fio_splice(int fd_in, int fd_out, size_t len, unsigned int flags)
 {
-    FIO_FAULT("splice", len);
+    FIO_FAULT_LEN("splice", len);
 #if FIO_HAVE_SPLICE
     return FIO_TIMED(FIO_CALL_SPLICE, splice(fd_in, NULL, fd_out, NULL, len, flags));
 #else
@@ -187,7 +191,7 @@ static inline fio_ssize_t fio_splice(int fd_in, int fd_out, size_t len, unsigned
 static inline fio_ssize_t fio_copy_file_range(int fd_in, fio_off_t *off_in, int fd_out,
                                               fio_off_t *off_out, size_t len)
 {
-    FIO_FAULT("copy_file_range", len);
+    FIO_FAULT_LEN("copy_file_range", len);
 #if FIO_HAVE_COPY_FILE_RANGE
     return FIO_TIMED(FIO_CALL_COPY_FILE_RANGE,
                      syscall(SYS_copy_file_range, fd_in, off_in, fd_out, off_out, len, 0u));
@@ -200,7 +204,7 @@ static inline fio_ssize_t fio_copy_file_range(int fd_in, fio_off_t *off_in, int 
 
 static inline fio_ssize_t fio_read(int fd, void *buf, size_t len)
 {
-    FIO_FAULT("read", len);
+    FIO_FAULT_LEN("read", len);
 #if FIO_WINDOWS
     return _read(fd, buf, (unsigned int)len);
 #else
@@ -210,7 +214,7 @@ static inline fio_ssize_t fio_read(int fd, void *buf, size_t len)
 
 static inline fio_ssize_t fio_write(int fd, const void *buf, size_t len)
 {
-    FIO_FAULT("write", len);
+    FIO_FAULT_LEN("write", len);
 #if FIO_WINDOWS
     return _write(fd, buf, (unsigned int)len);
 #else
@@ -220,7 +224,7 @@ static inline fio_ssize_t fio_write(int fd, const void *buf, size_t len)
 
 static inline fio_ssize_t fio_pread(int fd, void *buf, size_t len, fio_off_t offset)
 {
-    FIO_FAULT("pread", len);
+    FIO_FAULT_LEN("pread", len);
 #if FIO_WINDOWS
     (void)fd; (void)buf; (void)len; (void)offset;
     errno = ENOSYS;
@@ -232,7 +236,7 @@ static inline fio_ssize_t fio_pread(int fd, void *buf, size_t len, fio_off_t off
 
 static inline fio_ssize_t fio_readv(int fd, const struct iovec *iov, int n)
 {
-    FIO_FAULT("readv", (size_t)(n > 0 ? iov[0].iov_len : 0));
+    FIO_FAULT_IOV("readv", iov, n);
 #if FIO_HAVE_WRITEV
     return FIO_TIMED(FIO_CALL_READV, readv(fd, iov, n));
 #else
@@ -243,7 +247,7 @@ static inline fio_ssize_t fio_readv(int fd, const struct iovec *iov, int n)
 
 static inline fio_ssize_t fio_writev(int fd, const struct iovec *iov, int n)
 {
-    FIO_FAULT("writev", (size_t)(n > 0 ? iov[0].iov_len : 0));
+    FIO_FAULT_IOV("writev", iov, n);
 #if FIO_HAVE_WRITEV
     return FIO_TIMED(FIO_CALL_WRITEV, writev(fd, iov, n));
 #else
@@ -255,13 +259,13 @@ static inline fio_ssize_t fio_writev(int fd, const struct iovec *iov, int n)
 #if !FIO_WINDOWS
 static inline fio_ssize_t fio_recv(int fd, void *buf, size_t len, int flags)
 {
-    FIO_FAULT("recv", len);
+    FIO_FAULT_LEN("recv", len);
     return FIO_TIMED(FIO_CALL_RECV, recv(fd, buf, len, flags));
 }
 
 static inline fio_ssize_t fio_send(int fd, const void *buf, size_t len, int flags)
 {
-    FIO_FAULT("send", len);
+    FIO_FAULT_LEN("send", len);
     return FIO_TIMED(FIO_CALL_SEND, send(fd, buf, len, flags | MSG_NOSIGNAL));
 }
 
@@ -393,7 +397,7 @@ static inline int fio_close(int fd)
 static inline fio_ssize_t fio_splice_from(int fd_in, fio_off_t *off_in, int fd_out, size_t len,
                                           unsigned int flags)
 {
-    FIO_FAULT("splice", len);
+    FIO_FAULT_LEN("splice", len);
 #if FIO_HAVE_SPLICE
     loff_t off = off_in ? (loff_t)*off_in : 0;
     fio_ssize_t n = FIO_TIMED(FIO_CALL_SPLICE,

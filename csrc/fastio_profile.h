@@ -171,7 +171,11 @@ static inline int fio_profile_attach(int primitive)
     fio_profile_state_ = state;
     fio_profile_prim_ = primitive;
     fio_profile_flag_ = &state->enabled;
+#    ifdef FASTIO_FAULTS
+    return fio_fault_attach();  /* fault builds: the same import attaches the schedule */
+#    else
     return 0;
+#    endif
 }
 #  endif
 
@@ -179,7 +183,15 @@ static inline int fio_profile_attach(int primitive)
 #  define FIO_HAVE_PROFILE 0
 #  define FIO_TIMED(call, expr) (expr)
 #  ifdef Py_PYTHON_H
-static inline int fio_profile_attach(int primitive) { (void)primitive; return 0; }
+static inline int fio_profile_attach(int primitive)
+{
+    (void)primitive;
+#    ifdef FASTIO_FAULTS
+    return fio_fault_attach();
+#    else
+    return 0;
+#    endif
+}
 #  endif
 #endif
 

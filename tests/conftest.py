@@ -5,15 +5,20 @@ A test asks for the ``fio`` fixture and gets a namespace of one twin's public na
 ``[python]`` runs, unless ``FASTIO_REQUIRE_C=1``, which makes that a failure.
 """
 
+import contextlib
+import functools
 import os
+import signal
 import socket
 import threading
 
 import pytest
 
-from fastio import _impl
+from fastio import _faults, _impl
 
 REQUIRE_C = os.environ.get("FASTIO_REQUIRE_C", "") not in ("", "0")
+#: Set by .ci/run's fault-injection step: a native twin without the hook is then a failure.
+REQUIRE_FAULTS = os.environ.get("FASTIO_REQUIRE_FAULTS", "") not in ("", "0")
 NATIVE = _impl.native_available()
 
 
@@ -93,3 +98,37 @@ def drain_in_thread(sock, chunk=1 << 20):
 def open_fds():
     """Number of open file descriptors of this process (Linux)."""
     return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def faults(fio):
+    """``faults(seed=..., rate=... | nth=..., kinds=..., calls=...)``: a context manager that
+    injects faults into this twin's system calls (see ``fastio._faults``). The native twin
+    needs a ``FASTIO_FAULTS=1`` build: elsewhere its ``[c]`` cases skip, unless
+    ``FASTIO_REQUIRE_FAULTS=1`` (set by .ci/run) makes that a failure."""
+    if fio.IMPLEMENTATION == "c" and not _faults.native_available():
+        if REQUIRE_FAULTS:
+            pytest.fail("FASTIO_REQUIRE_FAULTS=1 but this build has no fault hook")
+        pytest.skip("the native fault hook exists only in a FASTIO_FAULTS=1 build")
+    return functools.partial(_faults.inject, fio.IMPLEMENTATION)
+
+
+class Hang(Exception):
+    """Raised by ``bounded`` (not an OSError, so no ``except OSError`` swallows it)."""
+
+
+@contextlib.contextmanager
+def bounded(seconds):
+    """Fail (``Hang`` from a SIGALRM handler) if the block runs longer than ``seconds``: a
+    hang becomes a test failure. Main thread only."""
+
+    def expired(signum, frame):
+        raise Hang(f"still running after {seconds} s: a hang")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -17,6 +17,13 @@ from . import _stats
 # ---- profile/fault hook (issue 8): wait_fd polls through the system call table "wait" ----
 _wait_calls = _stats.syscalls("wait")
 
+#: The largest file offset or byte count (off_t, long long): larger counts mean "no limit",
+#: larger offsets are a ValueError.
+MAX_OFFSET = (1 << 63) - 1
+
+#: Timeouts above this (about 24 days: poll's int milliseconds) mean "no timeout".
+MAX_TIMEOUT = 2_000_000.0
+
 #: Size of the reusable buffer of every portable fallback loop (never 8 KiB).
 BUFFER_SIZE = 256 * 1024
 
@@ -77,7 +84,9 @@ def check_count(count, name="count"):
         raise TypeError(f"{name} must be an int or None, not {type(count).__name__}")
     if count < 0:
         raise ValueError(f"{name} must be >= 0 or None, got {count}")
-    return count
+    # A count beyond any file or stream means "no limit" that a C long long can hold
+    # (issue 9: 2**63 raised OverflowError in the native twin).
+    return count if count <= MAX_OFFSET else MAX_OFFSET
 
 
 def check_timeout(timeout, name="timeout"):
@@ -88,6 +97,10 @@ def check_timeout(timeout, name="timeout"):
         raise TypeError(f"{name} must be a number or None, not {type(timeout).__name__}")
     if not timeout >= 0.0:  # also rejects NaN
         raise ValueError(f"{name} must be >= 0 or None, got {timeout!r}")
+    if timeout > MAX_TIMEOUT:
+        # Longer than any wait can be (poll takes int milliseconds): wait forever, as None.
+        # Issue 9: 2**63 or inf raised OverflowError from the first poll.
+        return BLOCKING
     return float(timeout)
 
 
@@ -367,6 +380,8 @@ def check_offset(offset):
         raise TypeError(f"offset must be an int or None, not {type(offset).__name__}")
     if offset < 0:
         raise ValueError(f"offset must be >= 0 or None, got {offset}")
+    if offset > MAX_OFFSET:  # issue 9: OverflowError in the native twin before
+        raise ValueError(f"offset must be <= {MAX_OFFSET} (the largest file offset), got {offset}")
     return offset
 
 

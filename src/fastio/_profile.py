@@ -108,6 +108,8 @@ def _timing_layer(primitive, name, function):
         except BaseException:
             cell.add(clock() - start, True)
             raise
+        finally:
+            del args, kwargs  # a kept traceback must not pin the caller's buffers
         cell.add(clock() - start, False)
         return result
 

@@ -67,24 +67,32 @@ _HAVE_VECTORED = hasattr(os, "readv") and hasattr(os, "writev")
 
 def _read_into(source, fd, buffers):
     """One receive into ``buffers`` (one or two memoryviews); returns the bytes received."""
-    if _HAVE_VECTORED:
-        return _calls.readv(fd, buffers)
-    recv_into = getattr(source, "recv_into", None)
-    if recv_into is not None:
-        return recv_into(buffers[0])
-    data = _calls.read(fd, len(buffers[0]))
-    buffers[0][: len(data)] = data
-    return len(data)
+    try:
+        if _HAVE_VECTORED:
+            return _calls.readv(fd, buffers)
+        recv_into = getattr(source, "recv_into", None)
+        if recv_into is not None:
+            return recv_into(buffers[0])
+        data = _calls.read(fd, len(buffers[0]))
+        buffers[0][: len(data)] = data
+        return len(data)
+    finally:
+        # An error's traceback keeps this frame: without this, a caller holding the exception
+        # would keep views of the ring's mmap alive and close()/clear() would refuse.
+        del buffers
 
 
 def _write_from(target, fd, buffers):
     """One send from ``buffers``; returns the bytes sent."""
-    if _HAVE_VECTORED:
-        return _calls.writev(fd, buffers)
-    send = getattr(target, "send", None)
-    if send is not None:
-        return send(buffers[0])
-    return _calls.write(fd, buffers[0])
+    try:
+        if _HAVE_VECTORED:
+            return _calls.writev(fd, buffers)
+        send = getattr(target, "send", None)
+        if send is not None:
+            return send(buffers[0])
+        return _calls.write(fd, buffers[0])
+    finally:
+        del buffers  # as in _read_into: no ring view pinned by a kept traceback
 
 
 def _shared_memory(cap):
