@@ -28,6 +28,11 @@ def _twins():
     return ["python"]
 
 
+def pytest_configure(config):
+    # Registered here too, so the suite run from outside the tree (against a wheel) knows it.
+    config.addinivalue_line("markers", "slow: longer tests (still run by .ci/run)")
+
+
 def pytest_report_header(config):
     return (
         f"fastio: live implementation {_impl.IMPLEMENTATION}, native twin "

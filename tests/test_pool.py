@@ -984,7 +984,9 @@ def test_32_threads_on_4_connections(fio):
     closed = assert_adds_up(s)
     assert (s.in_use, s.waiting) == (0, 0)
     assert s.created - closed == s.open
-    assert s.closed_broken > 0 and s.check_failures > 0 and s.create_failures > 0
+    # Checks run only on idle connections; when every release goes straight to a waiter none
+    # sits idle, so check failures depend on scheduling (the check tests cover that path).
+    assert s.closed_broken > 0 and s.create_failures > 0
     open_now = [c for c in factory.made if not c.closed]
     assert len(open_now) == s.open
     pool.close()
