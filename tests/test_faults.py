@@ -504,19 +504,9 @@ def test_relay_is_exact_under_transparent_faults(fio, faults, seed):
         s.close()
 
 
-SPLICE_GAP = pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 3): splice() between two sockets drops the bytes its internal pipe "
-    "holds when the sending side fails with an error the caller may retry (ENOBUFS/ENOMEM, or "
-    "a raising signal handler): the stream then has a hole",
-)
-
-
-def test_splice_keeps_held_bytes_when_the_sending_side_fails(fio, faults, request):
-    from fastio import _transfer_py
-
-    if fio.IMPLEMENTATION == "c" or _transfer_py._HAVE_SPLICE:
-        request.applymarker(SPLICE_GAP)  # without os.splice (3.9) the twin holds no pipe bytes
+def test_splice_keeps_held_bytes_when_the_sending_side_fails(fio, faults):
+    """Bytes splice took from a socket into its pipe when the sending side failed are kept
+    and go first on the next call: retrying leaves no hole in the stream."""
     data = payload(3, 300_000)
     src_peer, src = socket.socketpair()
     dst, dst_peer = socket.socketpair()

@@ -601,6 +601,9 @@ def test_splice_pipe_pool_leaves_no_fd_behind(fio, socketpair):
                 with pytest.raises((BrokenPipeError, ConnectionResetError)):
                     fio.splice(d, e, 1000)
                 e.close()
+                # the bytes the failed call took from d are kept and come first
+                assert fio.splice(d, a, 1000) == 1000
+                assert b.recv(2000) == b"y" * 1000
         assert open_fds() == before
         if splices(fio):  # without os.splice the twin has no pipes to pool
             after = counters(fio)
@@ -652,6 +655,40 @@ def test_splice_timeout_loses_nothing(fio, socketpair):
         writer.join(30)
         assert 0 < len(delivered) == moved
         assert delivered + rest == DATA[:total]
+
+
+def test_splice_raising_signal_handler_loses_nothing(fio, socketpair):
+    """A handler raising while splice waits on a slow blocking destination: the bytes the call
+    already took from the source socket are kept, so calling again completes the stream."""
+    src_peer, src = socket.socketpair()
+    dst, dst_peer = socketpair
+    dst.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    writer = threading.Thread(target=send_and_close, args=(src_peer, DATA[:3_000_000]))
+    writer.start()
+    reader = reader_thread(dst_peer, delay=0.005, chunk=32768)
+
+    class Stop(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Stop
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(Stop) as info:
+            fio.splice(src, dst)
+        assert 0 < info.value.transferred < 3_000_000
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    rest = fio.splice(src, dst)
+    assert info.value.transferred + rest == 3_000_000
+    dst.shutdown(socket.SHUT_WR)
+    writer.join(30)
+    src.close()
+    src_peer.close()
+    assert reader.join() == DATA[:3_000_000]
 
 
 def test_splice_wrong_arguments(fio, socketpair, small_path):

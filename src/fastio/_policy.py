@@ -2,7 +2,8 @@
 
 Written once. The native build compiles this module with Cython (``_policy.pxd`` gives the
 C signatures, so the native twins call these functions at C speed); the pure-Python install
-imports it as it is. Nothing here makes a system call except ``wait_fd`` and ``wait_ready``.
+imports it as it is. The only system calls here are waits (``wait_fd``, ``wait_ready``) and
+the bookkeeping of bytes parked by a failed transfer (``park``, ``stream_pending``).
 """
 
 import errno
@@ -448,6 +449,69 @@ def buffered_unread(obj, limit):
     they go first, before the descriptor is used directly."""
     data = obj.read1(limit)
     return b"" if data is None else data
+
+
+#: Bytes a transfer took from a stream (socket, pipe, unseekable file) but could not deliver,
+#: because its destination failed or a signal handler raised: ``(fd, st_dev, st_ino) ->
+#: bytes``. The next transfer from the same stream sends them first, so a retried call leaves
+#: no hole. fstat names the stream: a closed fd reused by another socket or pipe has another
+#: inode. Bounded: beyond ``PARKED_LIMIT`` streams the oldest (abandoned) entry is dropped.
+PARKED = {}
+PARKED_LIMIT = 16
+
+
+def _stream_key(fd):
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return (fd, st.st_dev, st.st_ino)
+
+
+def park(fd, data):
+    """Keep ``data``, taken from stream ``fd`` and not delivered, for the next transfer."""
+    if not data:
+        return
+    key = _stream_key(fd)
+    if key is None:
+        return  # the stream is closed: nobody can read on from it
+    PARKED[key] = bytes(data) + PARKED.pop(key, b"")
+    while len(PARKED) > PARKED_LIMIT:
+        del PARKED[next(iter(PARKED))]
+
+
+def stream_pending(obj, ep, fd, count):
+    """The bytes that go before stream ``fd`` is read directly: first those a failed
+    transfer took from it (``park``), then those a buffered reader ``obj`` already holds
+    (or one read of it). At most ``count`` bytes (-1: no limit)."""
+    if count == 0:
+        return b""
+    data = b""
+    if PARKED:
+        key = _stream_key(fd)
+        data = PARKED.pop(key, b"")
+        if 0 <= count < len(data):
+            PARKED[key] = data[count:]
+            return data[:count]
+    if ep == EP_BUFFERED:
+        limit = BUFFER_SIZE if count < 0 else min(count - len(data), BUFFER_SIZE)
+        if limit > 0:
+            data += buffered_unread(obj, limit)
+    return data
+
+
+def drain_pipe(fd):
+    """Everything a non-blocking pipe holds (the bytes an interrupted splice took)."""
+    parts = []
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except (BlockingIOError, InterruptedError):
+            break
+        if not chunk:
+            break
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def prepare_buffered_destination(obj):

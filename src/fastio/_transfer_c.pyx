@@ -192,6 +192,8 @@ cdef object CFR_FALLBACK_ERRNOS = _policy.COPY_FILE_RANGE_FALLBACK_ERRNOS
 cdef object _endpoint = _policy.endpoint
 cdef object _write_object = _policy.write_object
 cdef object _read_object = _policy.read_object
+cdef object _parked = _policy.PARKED
+cdef object _park = _policy.park
 
 
 cdef inline bint _again(int err) noexcept nogil:
@@ -500,6 +502,8 @@ cdef bint _splice_via_pipe(_Op op) except -1:
                 _short(op)
         return True
     except BaseException:
+        if held > 0 and op.pos < 0:  # a stream's bytes cannot be read again: keep them
+            _park(src, _policy.drain_pipe(fds[0]))
         held = -1  # same rule as the Python twin: a pipe is never reused after an error
         raise
     finally:
@@ -548,6 +552,18 @@ cdef int _write_all(_Op op, bytearray buffer, object data, long long total) exce
     return 0
 
 
+cdef int _send_pending(_Op op) except -1:
+    """Deliver ``op.pending`` (a stream's bytes); what a failure leaves undelivered is parked."""
+    cdef long long before = op.sent
+    data, op.pending = op.pending, b""
+    try:
+        _write_all(op, None, data, len(data))
+    except BaseException:
+        _park(op.src_fd, data[op.sent - before:])
+        raise
+    return 0
+
+
 cdef bint _stage_loop(_Op op, bint peek) except -1:
     """The portable loop: read into a reusable 256 KiB buffer, write it all out.
 
@@ -565,8 +581,7 @@ cdef bint _stage_loop(_Op op, bint peek) except -1:
     cdef object view = memoryview(buffer)
     try:
         if op.pending:
-            data, op.pending = op.pending, b""
-            _write_all(op, None, data, len(data))
+            _send_pending(op)
         while op.remaining:
             n = op.want(BUFFER_SIZE)
             if op.src_ep == EP_OBJECT:
@@ -598,11 +613,14 @@ cdef bint _stage_loop(_Op op, bint peek) except -1:
                 _write_all(op, buffer, None, k)
             finally:
                 delivered = op.sent - before
-                if peek and delivered:
-                    with nogil:
-                        fio_recv(src, base, <size_t>delivered, 0)  # consume what was delivered
-                elif delivered < k and not positioned and op.src_ep == EP_OBJECT:
-                    if getattr(op.src, "seekable", None) and op.src.seekable():
+                if peek:
+                    if delivered:
+                        with nogil:
+                            fio_recv(src, base, <size_t>delivered, 0)  # consume the delivered
+                elif delivered < k and not positioned:
+                    if op.src_ep != EP_OBJECT:
+                        _park(src, buffer[delivered:k])
+                    elif getattr(op.src, "seekable", None) and op.src.seekable():
                         op.src.seek(delivered - k, os.SEEK_CUR)
         return True
     finally:
@@ -630,9 +648,8 @@ cdef bint _needs_peek(_Op op) except -1:
 
 cdef int _dispatch(_Op op, int mode, long long size) except -1:
     if op.pending:
-        # unread bytes of a buffered reader go first
-        data, op.pending = op.pending, b""
-        _write_all(op, None, data, len(data))
+        # bytes taken from the stream before (parked, or a buffered reader's) go first
+        _send_pending(op)
         if op.remaining == 0:
             return 0
     if op.src_ep == EP_OBJECT or op.dst_ep == EP_OBJECT:
@@ -729,8 +746,8 @@ cdef object _run(object src, object dst, long long offset, long long count, obje
             else:
                 if offset >= 0:
                     os.lseek(op.src_fd, offset, os.SEEK_SET)  # ESPIPE for pipes, sockets
-                if src_ep == EP_BUFFERED and count != 0:
-                    op.pending = _policy.buffered_unread(src, op.want(BUFFER_SIZE))
+                if src_ep == EP_BUFFERED or _parked:
+                    op.pending = _policy.stream_pending(src, src_ep, src_fd, count)
         if op.remaining == 0 and not op.pending:
             return 0
         if dst_ep != EP_OBJECT and not (mode == MODE_SENDFILE and op.src_kind == FIO_KIND_REG):

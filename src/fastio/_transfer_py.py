@@ -421,6 +421,8 @@ def _splice_via_pipe(op):
             op.count(k, "splice_bytes", k + held)
         return True
     except BaseException:
+        if op.pos < 0:  # a stream's bytes cannot be read again: keep what the pipe holds
+            _policy.park(op.src_fd, _policy.drain_pipe(r))
         held = -1  # a handler may have raised between a call and its accounting
         raise
     finally:
@@ -468,6 +470,17 @@ def _write_all(op, view, field):
         done += k
 
 
+def _send_pending(op):
+    """Deliver ``op.pending`` (a stream's bytes); what a failure leaves undelivered is parked."""
+    before = op.sent
+    data, op.pending = op.pending, b""
+    try:
+        _write_all(op, memoryview(data), "loop_bytes")
+    except BaseException:
+        _policy.park(op.src_fd, data[op.sent - before :])
+        raise
+
+
 def _stage_loop(op, peek):
     """The portable loop: read into a reusable 256 KiB buffer, write it all out.
 
@@ -480,8 +493,7 @@ def _stage_loop(op, peek):
     wrapper = _peek_wrapper(op.src_fd) if peek else None
     try:
         if op.pending:
-            data, op.pending = op.pending, b""
-            _write_all(op, memoryview(data), "loop_bytes")
+            _send_pending(op)
         while op.remaining:
             n = op.want(BUFFER_SIZE)
             chunk = view[:n]
@@ -511,11 +523,15 @@ def _stage_loop(op, peek):
                 _write_all(op, view[:k], "loop_bytes")
             finally:
                 delivered = op.sent - before
-                if peek and delivered:
-                    _calls.recv_into(wrapper, view[:delivered], delivered)
-                elif delivered < k and op.pos < 0 and op.src_ep == EP_OBJECT:
-                    # bytes read but not delivered go back where a seekable object allows
-                    if getattr(op.src, "seekable", None) and op.src.seekable():
+                if peek:
+                    if delivered:
+                        _calls.recv_into(wrapper, view[:delivered], delivered)
+                elif delivered < k and op.pos < 0:
+                    # bytes read but not delivered: parked for the next transfer from a
+                    # stream, or back where a seekable object allows
+                    if op.src_ep != EP_OBJECT:
+                        _policy.park(op.src_fd, view[delivered:k])
+                    elif getattr(op.src, "seekable", None) and op.src.seekable():
                         op.src.seek(delivered - k, os.SEEK_CUR)
         return True
     finally:
@@ -572,8 +588,8 @@ def _run(src, dst, offset, count, timeout, mode):
                 else:
                     if offset >= 0:
                         _calls.lseek(src_fd, offset, os.SEEK_SET)  # ESPIPE for pipes, sockets
-                    if src_ep == EP_BUFFERED and count != 0:
-                        op.pending = _policy.buffered_unread(src, op.want(BUFFER_SIZE))
+                    if src_ep == EP_BUFFERED or _policy.PARKED:
+                        op.pending = _policy.stream_pending(src, src_ep, src_fd, count)
             if op.remaining == 0 and not op.pending:
                 return 0
             if dst_ep != EP_OBJECT and not (mode == MODE_SENDFILE and op.src_kind == KIND_REG):
@@ -596,9 +612,8 @@ def _run(src, dst, offset, count, timeout, mode):
 
 def _dispatch(op, mode, size):
     if op.pending:
-        # unread bytes of a buffered reader go first, through the loop's writer
-        data, op.pending = op.pending, b""
-        _write_all(op, memoryview(data), "loop_bytes")
+        # bytes taken from the stream before (parked, or a buffered reader's) go first
+        _send_pending(op)
         if op.remaining == 0:
             return
     if op.src_ep == EP_OBJECT or op.dst_ep == EP_OBJECT:

@@ -15,6 +15,10 @@ Shared behaviour (both twins):
   an offset that advances only with the bytes delivered, pipes are spliced directly, and a
   socket source whose destination may stop the call is read with ``MSG_PEEK`` and consumed
   only as far as delivered.
+- When the destination fails or a signal handler raises after bytes were taken from a stream
+  source (a socket, a pipe) but before they were delivered, they are kept, not dropped: the
+  next fastio transfer from that same source (same fd, same socket) sends them first. Only
+  ``relay`` ends both connections and keeps nothing.
 - Any exception after progress carries ``.transferred`` (``relay``: the pair of counts); a
   regular file's position is left after the last byte delivered (untouched when nothing was).
 - ``count=None`` means to EOF as the file's size stood when the call started (like
