@@ -9,7 +9,9 @@
  * the loop ends when both directions have done so.
  *
  * fio_relay_run() returns 0 when done, -1 with r->err set (EINTR: run the signal handlers and
- * call again; the state is kept), or -2 when nothing moved for idle_ms milliseconds.
+ * call again; the state is kept), -2 when nothing moved for idle_ms milliseconds, or -3 when
+ * bytes kept flowing for check_ms milliseconds: a loop that never waits gets no EINTR, so the
+ * caller takes the GIL, runs the signal handlers and calls again.
  */
 #ifndef FASTIO_RELAY_H
 #define FASTIO_RELAY_H
@@ -38,6 +40,8 @@ typedef struct {
     fio_relay_dir d[2];
     int idle_ms;             /* < 0: no idle timeout */
     double last_progress;
+    int check_ms;            /* < 0: never return -3 (no signal handler runs in this thread) */
+    double last_check;
     int err;
     /* counters, merged into the module's by the caller (with the GIL) */
     unsigned long long syscalls, would_block, eintr, partial, fallbacks;
@@ -174,6 +178,13 @@ static int fio_relay_run(fio_relay *r)
         }
         if (progress) {
             if (r->idle_ms >= 0) r->last_progress = fio_monotonic();
+            if (r->check_ms >= 0) {
+                double now = fio_monotonic_coarse();
+                if (now - r->last_check >= r->check_ms / 1000.0) {
+                    r->last_check = now;
+                    return -3;
+                }
+            }
             continue;
         }
         /* nothing moved: wait. Direction 0 reads d[0].src (= a) and writes a's peer. */

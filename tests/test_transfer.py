@@ -691,6 +691,37 @@ def test_splice_raising_signal_handler_loses_nothing(fio, socketpair):
     assert reader.join() == DATA[:3_000_000]
 
 
+def test_splice_that_never_blocks_still_runs_signal_handlers(fio, tmp_path):
+    """File -> /dev/null never blocks, so no call is ever interrupted: a raising handler must
+    still stop the transfer promptly, with the progress and the file position right."""
+    path = tmp_path / "sparse"
+    with open(path, "wb") as f:
+        f.truncate(1 << 30)  # a hole: read from the page cache without the disk
+
+    class Stop(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Stop
+
+    old = signal.signal(signal.SIGALRM, handler)
+    sink = os.open(os.devnull, os.O_WRONLY)
+    try:
+        with open(path, "rb") as f:
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            with pytest.raises(Stop) as info:
+                fio.splice(f, sink)
+                time.sleep(5)  # the call ended before the signal: let the handler run
+            sent = getattr(info.value, "transferred", None)
+            assert sent is not None, "the handler ran only after splice returned"
+            assert 0 < sent < 1 << 30
+            assert f.tell() == sent
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        os.close(sink)
+
+
 def test_splice_wrong_arguments(fio, socketpair, small_path):
     a, _ = socketpair
     with pytest.raises(TypeError):

@@ -11,6 +11,7 @@ import _socket
 import io
 import os
 import socket
+import threading
 
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdio cimport SEEK_CUR, SEEK_SET
@@ -37,6 +38,7 @@ from fastio._compat cimport (
     fio_fstat_kind,
     fio_lseek,
     fio_monotonic,
+    fio_monotonic_coarse,
     fio_off_t,
     fio_pipe,
     fio_pipe_grow,
@@ -99,6 +101,8 @@ cdef extern from "fastio_relay.h" nogil:
         unsigned long long fallbacks
         unsigned long long splice_bytes
         unsigned long long loop_bytes
+        int check_ms
+        double last_check
     int fio_relay_run(fio_relay *r)
 
 cdef extern from *:
@@ -341,10 +345,12 @@ cdef class _Op:
         raise error_from_errno(err, self.sent)
 
 
-cdef int _short(_Op op) except -1:
-    """After a short result: a signal may have cut the call short, run its handler now
-    (one that raises ends the transfer with the progress attached)."""
-    C.partial += 1
+cdef int _checkpoint(_Op op, bint short) except -1:
+    """After every call that moved bytes: run the handler of a signal that arrived meanwhile
+    (one that raises ends the transfer with the progress attached). Also when the call was
+    not cut short: a loop whose calls never block would otherwise get no EINTR to notice it."""
+    if short:
+        C.partial += 1
     run_signal_handlers(op.sent)
     return 0
 
@@ -384,8 +390,7 @@ cdef bint _stage_copy_file_range(_Op op) except -1:
         if k == 0:
             return op.sent != 0  # nothing copied at all: let sendfile say whether it is EOF
         op.advance(k, &C.copy_file_range_bytes)
-        if k < n:
-            _short(op)
+        _checkpoint(op, k < n)
     return True
 
 
@@ -411,8 +416,7 @@ cdef bint _stage_sendfile(_Op op) except -1:
         if k == 0:  # the file ended early (it shrank): never spin
             return True
         op.advance(k, &C.sendfile_bytes)
-        if k < n:
-            _short(op)
+        _checkpoint(op, k < n)
     return True
 
 
@@ -443,8 +447,7 @@ cdef bint _splice_direct(_Op op) except -1:
         if k == 0:
             return True
         op.advance(k, &C.splice_bytes)
-        if k < n:
-            run_signal_handlers(op.sent)
+        _checkpoint(op, False)  # a pipe takes or gives what it can: short is normal here
     return True
 
 
@@ -498,8 +501,7 @@ cdef bint _splice_via_pipe(_Op op) except -1:
                 op.failed(err)
             held -= k
             op.advance(k, &C.splice_bytes)
-            if held:
-                _short(op)
+            _checkpoint(op, held != 0)
         return True
     except BaseException:
         if held > 0 and op.pos < 0:  # a stream's bytes cannot be read again: keep them
@@ -546,8 +548,7 @@ cdef int _write_all(_Op op, bytearray buffer, object data, long long total) exce
                     continue
                 op.failed(err)
             op.advance(k, &C.loop_bytes)
-            if k < total - done:
-                _short(op)
+            _checkpoint(op, k < total - done)
         done += k
     return 0
 
@@ -847,7 +848,7 @@ cdef object _sendfile_fast(object sock, object file, object ftype, object offset
     try:
         if k > 0:
             op.advance(k, &C.sendfile_bytes)
-            _short(op)
+            _checkpoint(op, True)
         else:
             _retry(op, err, 1)
     except BaseException as exc:
@@ -961,6 +962,9 @@ def relay(a, b, *, idle_timeout=None):
             if was_nonblocking[i] < 0:
                 raise error_from_errno(errno, 0)
         r.last_progress = fio_monotonic()
+        # Python runs signal handlers in the main thread only: elsewhere the loop never yields
+        r.check_ms = 50 if threading.current_thread() is threading.main_thread() else -1
+        r.last_check = fio_monotonic_coarse()
         while True:
             with nogil:
                 rc = fio_relay_run(&r)
@@ -968,7 +972,7 @@ def relay(a, b, *, idle_timeout=None):
                 break
             if rc == -2:
                 raise timeout_error(0)
-            if r.err == EINTR:
+            if rc == -3 or r.err == EINTR:
                 run_signal_handlers(0)
                 continue
             raise error_from_errno(r.err, 0)
