@@ -258,3 +258,113 @@ def test_python_reader_under_faults_matches_its_clean_run(ops, seed, fault_seed)
     assert run_reader("python", data, ops, 8192, fault_seed, 0.3) == run_reader(
         "python", data, ops, 8192
     )
+
+
+# --- BatchWriter: random writes, writelines, flushes and buffer mutations against a model ---
+
+SIZES = [0, 1, 7, 100, 1023, 1024, 1025, 5000, 16383, 16384, 16385, 70_000]
+PIECE = st.tuples(st.sampled_from(["bytes", "bytearray", "memoryview"]), st.sampled_from(SIZES))
+BATCH_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), PIECE),
+        st.tuples(st.just("writelines"), st.lists(PIECE, max_size=8)),
+        st.tuples(st.just("flush"), st.none()),
+        st.tuples(st.just("mutate"), st.none()),  # scribble on every bytearray written so far
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+def run_batch(implementation, ops, seed, buffer_size, copy_threshold, fault_seed=None):
+    """Run ``ops`` on a BatchWriter over a socketpair; returns (bytes received, the model's
+    bytes, the results of the calls). The model snapshots each piece when it is written: what
+    the caller changes afterwards must never reach the peer."""
+    fio = _impl.twin(implementation)
+    rng = random.Random(seed)
+    a, b = socket.socketpair()
+    received = bytearray()
+
+    def drain():
+        while True:
+            chunk = b.recv(1 << 16)
+            if not chunk:
+                return
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    model = bytearray()
+    results = []
+    mutable = []
+
+    def make(kind, size):
+        raw = rng.randbytes(size)
+        if kind == "bytes":
+            return raw
+        piece = bytearray(raw)
+        mutable.append(piece)
+        return piece if kind == "bytearray" else memoryview(piece)
+
+    schedule = (
+        _faults.inject(implementation, seed=fault_seed, rate=0.3, kinds=["eintr", "short1", "half"])
+        if fault_seed is not None
+        else _nothing()
+    )
+    with bounded(30), schedule:
+        writer = fio.BatchWriter(
+            a, buffer_size=buffer_size, copy_threshold=copy_threshold, closefd=False
+        )
+        for name, arg in ops:
+            if name == "write":
+                piece = make(*arg)
+                model += piece
+                results.append(("write", writer.write(piece)))
+            elif name == "writelines":
+                pieces = [make(*spec) for spec in arg]
+                for piece in pieces:
+                    model += piece
+                results.append(("writelines", writer.writelines(pieces)))
+            elif name == "flush":
+                writer.flush()
+                results.append(("flush", writer.pending))
+            else:
+                for piece in mutable:
+                    piece[:] = bytes(len(piece))  # same length: views stay valid
+        writer.close()
+    a.close()
+    reader.join(30)
+    b.close()
+    return bytes(received), bytes(model), results
+
+
+@pytest.mark.parametrize("implementation", TWINS)
+@FUZZ
+@given(
+    ops=BATCH_OPS,
+    seed=st.integers(0, 2**32),
+    buffer_size=st.sampled_from([4096, 16384, 65536]),
+    copy_threshold=st.sampled_from([0, 1024, 4096]),
+)
+def test_batch_writer_matches_its_model(implementation, ops, seed, buffer_size, copy_threshold):
+    received, model, results = run_batch(implementation, ops, seed, buffer_size, copy_threshold)
+    assert received == model
+    for name, value in results:
+        if name == "flush":
+            assert value == 0  # a blocking target: flush leaves nothing pending
+
+
+@pytest.mark.skipif(not NATIVE, reason="compares the native twin with the Python twin")
+@FUZZ
+@given(ops=BATCH_OPS, seed=st.integers(0, 2**32), fault_seed=st.integers(0, 2**64 - 1))
+def test_batch_writer_twins_agree_under_faults(ops, seed, fault_seed):
+    """EINTR and partial writes at random: both twins deliver the model's bytes and return the
+    same values as a clean run."""
+    if not _faults.native_available():
+        if REQUIRE_FAULTS:
+            pytest.fail("FASTIO_REQUIRE_FAULTS=1 but this build has no fault hook")
+        pytest.skip("the native fault hook exists only in a FASTIO_FAULTS=1 build")
+    clean = run_batch("python", ops, seed, 16384, 1024)
+    assert clean[0] == clean[1]
+    assert run_batch("c", ops, seed, 16384, 1024, fault_seed) == clean
+    assert run_batch("python", ops, seed, 16384, 1024, fault_seed) == clean
