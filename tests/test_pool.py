@@ -205,6 +205,56 @@ def test_release_of_a_stranger_or_twice_is_a_value_error(fio):
     assert pool.stats().idle == 1
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["pool", "keyed"])
+def test_release_by_a_finalizer_inside_the_pool_never_deadlocks(fio, keyed):
+    """Connections released by ``__del__`` of objects only the cycle collector frees. The
+    collector may run at any allocation, so also inside the pool's own critical sections;
+    here the pool's clock (called there) collects, to make that certain. No deadlock, no
+    lost connection, stats that add up."""
+    import gc
+
+    def clock():
+        gc.collect()
+        return time.monotonic()
+
+    if keyed:
+        keyed_pool = fio.KeyedPool(Factory(), max_per_key=3, max_total=3, clock=clock)
+        pool = keyed_pool._pool("k")
+        acquire = lambda: keyed_pool.acquire("k", timeout=JOIN)  # noqa: E731
+        release = keyed_pool.release
+    else:
+        pool = fio.Pool(Factory(), max_size=3, clock=clock)
+        acquire = lambda: pool.acquire(timeout=JOIN)  # noqa: E731
+        release = pool.release
+
+    class Holder:
+        def __init__(self, conn):
+            self.conn = conn
+            self.cycle = self  # only the cycle collector frees it
+
+        def __del__(self):
+            release(self.conn)
+
+    done = []
+
+    def run():
+        for _ in range(30):
+            Holder(acquire())
+        done.append(True)
+
+    worker = start(run)
+    worker.join(JOIN)
+    assert not worker.is_alive(), "deadlocked: a finalizer released into the pool it was in"
+    assert done
+    gc.collect()
+    conns = [acquire() for _ in range(3)]  # every connection came back
+    for conn in conns:
+        release(conn)
+    s = pool.stats()
+    assert_adds_up(s)
+    assert (s.open, s.in_use) == (3, 0)
+
+
 def test_two_threads_releasing_one_connection_during_a_slow_reset(fio):
     entered = threading.Event()
     go = threading.Event()

@@ -75,7 +75,7 @@ class Limit:
     count of every key's connections, and the queue of keys waiting for room, stay exact."""
 
     def __init__(self, max_total):
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # reentrant: see Pool.release
         self.max_total = max_total  # 0: no global limit
         self.total = 0
         self.wanting = collections.deque()
@@ -126,7 +126,7 @@ class Limit:
         return None
 
     def _after_fork(self):
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.total = 0
         self.wanting.clear()
 
@@ -217,7 +217,9 @@ class Pool:
         self._check_after = config.check_after
         self._leak_timeout = config.leak_timeout
         self._jitter = config.lifetime_jitter
-        self._lock = _limit.lock if _limit is not None else threading.Lock()
+        # Reentrant so that a finalizer the garbage collector runs inside a critical section
+        # cannot deadlock the thread on it (see release: such a release is deferred).
+        self._lock = _limit.lock if _limit is not None else threading.RLock()
         self._reset_state()
         policy.track(self, every=policy.housekeeping_every(config))
         if self._min_idle:
@@ -241,6 +243,7 @@ class Pool:
         self._closed_max_lifetime = 0
         self._closed_broken = 0
         self._leaks_reported = 0
+        self._deferred = []  # (conn, discard) released from inside a critical section
 
     # --- accounting (lock held) -----------------------------------------------------------
 
@@ -345,6 +348,8 @@ class Pool:
         ``PoolTimeout`` says the pool's stats when it passes."""
         if timeout is not None:
             policy.check_timeout_arg(timeout)
+        if self._deferred:
+            self._release_deferred()
         # Fast path: the top idle connection is fit to hand out as it is.
         if not self._leak_timeout:
             with self._lock:
@@ -442,6 +447,8 @@ class Pool:
                 return self._create()
             if mode == "timeout":
                 raise self._timeout(budget)
+            if self._deferred:  # may be the very connection this waiter needs
+                self._release_deferred()
             result = self._wait(waiter, deadline, budget)
             if result is SLOT:
                 return self._create()
@@ -575,6 +582,12 @@ class Pool:
         closed). ``reset(conn)`` runs first; if it fails the connection is discarded. A
         connection not checked out (a stranger, or one already being released) raises
         ``ValueError``."""
+        if self._lock._is_owned():
+            # This thread is inside one of the pool's critical sections: a finalizer run by
+            # the garbage collector there. Releasing now would see half-updated state, so
+            # the release is queued; the next acquire, release or upkeep does it.
+            self._deferred.append((conn, discard))
+            return
         reset = self._reset is not None and not discard
         with self._lock:
             entry = self._entries.get(id(conn))
@@ -623,8 +636,24 @@ class Pool:
         _count["releases"] += 1
         if doomed is not None:
             policy.close_quietly(self._close, conn)
+        if self._deferred:
+            self._release_deferred()
         if interrupt is not None:
             raise interrupt
+
+    def _release_deferred(self):
+        """Do the releases a finalizer queued from inside a critical section."""
+        while self._deferred:
+            try:
+                conn, discard = self._deferred.pop(0)
+            except IndexError:  # another thread took the last one
+                return
+            try:
+                self.release(conn, discard=discard)
+            except Exception:
+                policy.logger.warning(
+                    "fastio pool: deferred release of %r failed", conn, exc_info=True
+                )
 
     def connection(self, timeout=None):
         """``with pool.connection() as conn:`` acquire, then release on exit; an exception
@@ -681,6 +710,8 @@ class Pool:
         self._maintain()
 
     def _maintain(self):
+        if self._deferred:
+            self._release_deferred()
         if self._closed:
             return
         doomed = []
@@ -755,7 +786,7 @@ class Pool:
     def _after_fork(self):
         # The child forgets the parent's connections without closing them (that would hurt
         # the parent) and starts afresh.
-        self._lock = self._limit.lock if self._limit is not None else threading.Lock()
+        self._lock = self._limit.lock if self._limit is not None else threading.RLock()
         closed = self._closed
         self._reset_state()
         self._closed = closed
