@@ -269,6 +269,18 @@ static inline fio_ssize_t fio_send(int fd, const void *buf, size_t len, int flag
     return FIO_TIMED(FIO_CALL_SEND, send(fd, buf, len, flags | MSG_NOSIGNAL));
 }
 
+/* A vectored write to a socket: sendmsg with MSG_NOSIGNAL, so that a peer that went away is
+ * EPIPE, never SIGPIPE (writev takes no flags; a program may restore SIGPIPE's default). */
+static inline fio_ssize_t fio_sendmsg(int fd, const struct iovec *iov, int n)
+{
+    struct msghdr msg;
+    FIO_FAULT_IOV("sendmsg", iov, n);
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = (struct iovec *)iov;
+    msg.msg_iovlen = n;
+    return FIO_TIMED(FIO_CALL_SENDMSG, sendmsg(fd, &msg, MSG_NOSIGNAL));
+}
+
 static inline int fio_poll(struct pollfd *fds, unsigned long n, int timeout_ms)
 {
     FIO_FAULT("poll", 0);

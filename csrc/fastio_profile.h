@@ -57,6 +57,7 @@ enum {
     FIO_CALL_FSTAT,
     FIO_CALL_LSEEK,
     FIO_CALL_SHUTDOWN,
+    FIO_CALL_SENDMSG,
     FIO_CALL_COUNT
 };
 
@@ -64,7 +65,8 @@ static const char *const fio_profile_prim_names[FIO_PRIM_COUNT] FIO_UNUSED = {
     "sys", "transfer", "batch", "ring", "pool", "bench"};
 static const char *const fio_profile_call_names[FIO_CALL_COUNT] FIO_UNUSED = {
     "sendfile", "splice", "copy_file_range", "read", "write", "pread", "readv",
-    "writev", "recv", "send", "poll", "pipe", "memfd_create", "fstat", "lseek", "shutdown"};
+    "writev", "recv", "send", "poll", "pipe", "memfd_create", "fstat", "lseek", "shutdown",
+    "sendmsg"};
 
 /* Log-linear buckets of nanoseconds: 0..7 exactly, then 8 buckets per power of two (each at
  * most 12.5% wide) up to 2^40 ns (18 minutes). fastio/_profile.py mirrors this layout. */

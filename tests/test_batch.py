@@ -970,3 +970,27 @@ def test_public_module_and_repr(fio, socketpair):
     assert "pending=0" in repr(w)
     w.close()
     assert "closed" in repr(w)
+
+
+def test_closed_peer_is_broken_pipe_even_with_sigpipe_at_its_default(fio):
+    """A program that restores SIGPIPE's default (as command-line tools do) is not killed when
+    a BatchWriter writes to a socket whose peer went away: sendmsg(MSG_NOSIGNAL), EPIPE."""
+    import subprocess
+
+    script = f"""
+import signal, socket, fastio._impl as impl
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+a, b = socket.socketpair()
+b.close()
+w = impl.twin({fio.IMPLEMENTATION!r}).BatchWriter(a)
+w.write(b"x" * 100)
+try:
+    w.flush()
+except BrokenPipeError:
+    print("EPIPE")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr)  # -13: killed by SIGPIPE
+    assert done.stdout.strip() == "EPIPE"

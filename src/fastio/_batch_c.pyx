@@ -21,6 +21,7 @@ from fastio._compat cimport (
     fio_iov_max,
     fio_profile_attach,
     fio_ssize_t,
+    fio_sendmsg,
     fio_writev,
     iovec,
     run_signal_handlers,
@@ -143,6 +144,7 @@ cdef class BatchWriter:
     cdef bint tail_staged           # the last piece is staging that ends at stage_end
     cdef bint defer                 # inside writelines(list): only copied bytes fill the buffer
     cdef counters_t st
+    cdef bint is_socket             # written with sendmsg(MSG_NOSIGNAL): EPIPE, never SIGPIPE
 
     def __cinit__(self):
         self.fd = -1
@@ -152,11 +154,12 @@ cdef class BatchWriter:
                  timeout=None, closefd=True):
         if self.stage != NULL:
             raise RuntimeError("BatchWriter.__init__ called twice")
-        fd, budget, limit, fd_blocking = batch_options(
+        fd, budget, limit, fd_blocking, is_socket = batch_options(
             target, buffer_size, copy_threshold, max_pending, timeout
         )
         self.target = target
         self.fd = fd
+        self.is_socket = is_socket
         self.budget = budget
         # The GIL is kept around a writev that cannot block (a non-blocking target):
         # releasing it would cost more than the call.
@@ -463,10 +466,16 @@ cdef class BatchWriter:
                 requested += vec[i].iov_len
             if self.release_gil:
                 with nogil:
-                    r = fio_writev(fd, vec, <int>n)
+                    if self.is_socket:
+                        r = fio_sendmsg(fd, vec, <int>n)
+                    else:
+                        r = fio_writev(fd, vec, <int>n)
                     err = errno
             else:
-                r = fio_writev(fd, vec, <int>n)
+                if self.is_socket:
+                    r = fio_sendmsg(fd, vec, <int>n)
+                else:
+                    r = fio_writev(fd, vec, <int>n)
                 err = errno
             self.st.syscalls += 1
             _g.syscalls += 1

@@ -7,8 +7,10 @@ immutable pieces are kept by reference; ``flush`` hands up to IOV_MAX pieces to
 
 import errno
 import os
+import socket
+import weakref
 
-from . import _stats
+from . import _policy, _stats
 from ._policy import (
     batch_close_target,
     batch_options,
@@ -63,6 +65,7 @@ class BatchWriter:
     """
 
     __slots__ = (
+        "__weakref__",
         "_budget",
         "_buffer_size",
         "_busy",
@@ -70,6 +73,7 @@ class BatchWriter:
         "_closefd",
         "_copy_threshold",
         "_defer",
+        "_detach",
         "_error",
         "_fd",
         "_head",
@@ -77,6 +81,7 @@ class BatchWriter:
         "_max_pending",
         "_pending",
         "_pieces",
+        "_sock",
         "_st",
         "_stage",
         "_staged",
@@ -94,11 +99,17 @@ class BatchWriter:
         timeout=None,
         closefd=True,
     ):
-        fd, budget, limit, _ = batch_options(
+        fd, budget, limit, _, is_socket = batch_options(
             target, buffer_size, copy_threshold, max_pending, timeout
         )
         self._target = target
         self._fd = fd
+        # A socket is written with sendmsg(MSG_NOSIGNAL) (EPIPE, never SIGPIPE), through a
+        # socket object over the fd that is detached, never closed, when the writer goes.
+        self._sock = None
+        if is_socket:
+            self._sock = _policy.socket_over(fd)
+            self._detach = weakref.finalize(self, self._sock.detach)
         self._budget = budget
         self._closefd = bool(closefd)
         self._buffer_size = buffer_size
@@ -218,7 +229,11 @@ class BatchWriter:
             self._st["writev_calls"] += 1
             _G["syscalls"] += 1
             try:
-                sent = _calls.writev(fd, batch)  # EINTR: retried inside, after the handlers
+                # EINTR: retried inside, after the handlers
+                if self._sock is not None:
+                    sent = _calls.sendmsg(self._sock, batch, (), socket.MSG_NOSIGNAL)
+                else:
+                    sent = _calls.writev(fd, batch)
             except BlockingIOError:
                 self._st["would_block"] += 1
                 _G["would_block"] += 1
@@ -466,6 +481,8 @@ class BatchWriter:
                 piece.release()
         self._release_all()
         self._closed = True
+        if self._sock is not None:
+            self._detach()
         if self._closefd:
             self._closefd = False
             batch_close_target(self._target, self._fd)

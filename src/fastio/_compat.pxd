@@ -53,6 +53,7 @@ cdef extern from "fastio_compat.h" nogil:
     fio_ssize_t fio_pread(int fd, void *buf, size_t len, fio_off_t offset)
     fio_ssize_t fio_readv(int fd, const iovec *iov, int n)
     fio_ssize_t fio_writev(int fd, const iovec *iov, int n)
+    fio_ssize_t fio_sendmsg(int fd, const iovec *iov, int n)
     fio_ssize_t fio_recv(int fd, void *buf, size_t len, int flags)
     fio_ssize_t fio_send(int fd, const void *buf, size_t len, int flags)
     int fio_poll(pollfd *fds, unsigned long n, int timeout_ms)

@@ -9,6 +9,7 @@ the bookkeeping of bytes parked by a failed transfer (``park``, ``stream_pending
 import errno
 import os
 import select
+import stat as _stat
 import struct
 import sys
 import time
@@ -299,12 +300,14 @@ def wait_ready(fd, for_write, budget, deadline, transferred=0):
 
 
 def batch_options(target, buffer_size, copy_threshold, max_pending, timeout):
-    """Check ``BatchWriter``'s arguments; returns ``(fd, budget, max_pending, fd_blocking)``.
+    """Check ``BatchWriter``'s arguments; returns ``(fd, budget, max_pending, fd_blocking,
+    is_socket)``.
 
     ``budget`` is from ``resolve_timeout`` (read once, when the writer is made); ``max_pending``
     comes back as -1 for "no limit"; ``fd_blocking`` says whether a write on the fd itself
     may block (an explicit ``timeout=0`` on a blocking fd must not hold the GIL while the
-    kernel blocks). Bad values raise before any system call.
+    kernel blocks); a socket is written with sendmsg(MSG_NOSIGNAL), which never raises
+    SIGPIPE. Bad values raise before any system call.
     """
     for name, value in (("buffer_size", buffer_size), ("copy_threshold", copy_threshold)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -324,7 +327,7 @@ def batch_options(target, buffer_size, copy_threshold, max_pending, timeout):
     # Without an explicit timeout the budget tells: a socket with a timeout, or a raw fd
     # with O_NONBLOCK, is non-blocking underneath.
     fd_blocking = os.get_blocking(fd) if timeout is not None else budget < 0.0
-    return fd, budget, limit, fd_blocking
+    return fd, budget, limit, fd_blocking, _stat.S_ISSOCK(os.fstat(fd).st_mode)
 
 
 def batch_close_target(target, fd):
@@ -384,6 +387,16 @@ def check_offset(offset):
     if offset > MAX_OFFSET:  # issue 9: OverflowError in the native twin before
         raise ValueError(f"offset must be <= {MAX_OFFSET} (the largest file offset), got {offset}")
     return offset
+
+
+def socket_over(fd):
+    """A socket object over ``fd`` for the socket-only calls (recv flags, sendmsg), leaving the
+    fd's blocking mode as it was: ``detach()`` it when done, never close it."""
+    blocking = os.get_blocking(fd)
+    sock = socket.socket(fileno=fd)
+    sock.settimeout(None)  # one system call per method call, no waiting inside
+    os.set_blocking(fd, blocking)
+    return sock
 
 
 def check_stream_socket(obj):

@@ -429,15 +429,6 @@ def _splice_via_pipe(op):
         _pipe_put(pipe, held == 0)
 
 
-def _peek_wrapper(fd):
-    """A socket object over ``fd`` for recv flags, leaving the fd's blocking mode alone."""
-    blocking = os.get_blocking(fd)
-    sock = socket.socket(fileno=fd)
-    sock.settimeout(None)
-    os.set_blocking(fd, blocking)
-    return sock
-
-
 def _write_all(op, view, field):
     """Deliver all of ``view`` to the destination (waits or raises when it would block)."""
     done = 0
@@ -490,7 +481,7 @@ def _stage_loop(op, peek):
     """
     buffer = _buffer_get()
     view = memoryview(buffer)
-    wrapper = _peek_wrapper(op.src_fd) if peek else None
+    wrapper = _policy.socket_over(op.src_fd) if peek else None
     try:
         if op.pending:
             _send_pending(op)
