@@ -20,6 +20,7 @@ import time
 import warnings
 
 import pytest
+from conftest import bounded
 
 import fastio
 from fastio import _impl
@@ -1222,6 +1223,46 @@ def test_keyed_pool_validates_settings(fio):
         fio.KeyedPool(Factory(), max_lifetime="1")
     with pytest.raises(TypeError):
         fio.KeyedPool(Factory(), nonsense=1)
+
+
+@pytest.mark.parametrize("max_total", [None, 10])
+def test_keyed_acquire_times_out_on_its_own_key_limit(fio, max_total):
+    # Issue 9: the Python twin deadlocked here. The waiting key was not queued for global
+    # room (its own limit is what is full), so leaving the queue raised ValueError, whose
+    # message formatted repr(pool), which took the lock already held.
+    pool = fio.KeyedPool(Factory(), max_per_key=1, max_total=max_total)
+    held = pool.acquire("a")
+    with bounded(JOIN):
+        with pytest.raises(fastio.PoolTimeout):
+            pool.acquire("a", timeout=0.01)
+        with pytest.raises(fastio.PoolTimeout):
+            with pool.connection("a", timeout=0.01):
+                pass
+    s = pool.stats("a")
+    assert (s.waiting, s.open, s.in_use) == (0, 1, 1)
+    pool.release(held)
+    assert pool.acquire("a", timeout=0) is held
+    pool.release(held)
+    pool.close()
+
+
+@pytest.mark.parametrize("max_size", [2**31, 2**63, 10**30])
+def test_a_huge_max_size_means_no_limit(fio, max_size):
+    # Issue 9: the native twin allocated max_size idle slots up front (a minute and 16 GiB
+    # for 2**31) and raised OverflowError beyond a Py_ssize_t.
+    with bounded(JOIN):
+        pool = fio.Pool(Factory(), max_size=max_size)
+        conns = [pool.acquire(timeout=0) for _ in range(100)]
+        for conn in conns:
+            pool.release(conn)
+        s = pool.stats()
+        assert (s.open, s.idle, s.in_use) == (100, 100, 0)
+        assert pool.stats().max_size >= 2**31
+        keyed = fio.KeyedPool(Factory(), max_per_key=max_size, max_total=max_size)
+        keyed.release(keyed.acquire("k", timeout=0))
+        assert keyed.stats("k").idle == 1
+    pool.close()
+    keyed.close()
 
 
 # --- SocketPool on loopback -------------------------------------------------------------------

@@ -763,6 +763,27 @@ def test_copy_positions_and_counts(fio, small_path, tmp_path):
     assert out_path.read_bytes() == b"head" + DATA[10:1010] + b"tail" + DATA[1015:100_003]
 
 
+@pytest.mark.parametrize("how", ["copy", "sendfile"])
+def test_copy_to_a_read_write_file_with_read_ahead(fio, small_path, tmp_path, how):
+    # Issue 9: a BufferedRandom serves a seek inside its read-ahead from the buffer, so
+    # seek(tell()) left its descriptor where the read-ahead stopped: the bytes landed at the
+    # end of the file and reading them back through the object gave the old contents.
+    out_path = tmp_path / "rw"
+    out_path.write_bytes(b"-" * 3000)
+    with open(small_path, "rb") as src, open(out_path, "r+b") as dst:
+        assert dst.read(1) == b"-"  # reads ahead to the end: the descriptor is at 3000
+        dst.seek(10)  # inside the read-ahead: the descriptor stays at 3000
+        if how == "copy":
+            assert fio.copy(src, dst, 100) == 100
+        else:
+            assert fio.sendfile(dst, src, 0, 100) == 100
+        assert dst.tell() == 110
+        assert dst.read(5) == b"-----"
+        dst.seek(0)
+        assert dst.read(120) == b"-" * 10 + DATA[:100] + b"-" * 10
+    assert out_path.read_bytes() == b"-" * 10 + DATA[:100] + b"-" * 2890
+
+
 def test_copy_append_mode_destination(fio, small_path, tmp_path):
     out_path = tmp_path / "log"
     out_path.write_bytes(b"existing ")

@@ -530,7 +530,13 @@ def drain_pipe(fd):
 def prepare_buffered_destination(obj):
     """Flush a buffered destination so that its descriptor can be written directly."""
     if obj.seekable():
-        obj.seek(obj.tell())  # flushes, drops read-ahead, the fd is at the logical position
+        # A seek from the end always reaches the descriptor: it flushes pending writes and
+        # drops the read-ahead; then back to the logical position. (seek(tell()) alone is
+        # served from the read-ahead of a BufferedRandom, leaving the descriptor where the
+        # read-ahead stopped: issue 9, the bytes landed there.)
+        position = obj.tell()
+        obj.seek(0, os.SEEK_END)
+        obj.seek(position)
     else:
         obj.flush()
 

@@ -114,6 +114,9 @@ cdef double _TIMEOUT_MAX = _thread.TIMEOUT_MAX
 cdef object _allocate_lock = _thread.allocate_lock
 cdef object _close_quietly = policy.close_quietly
 
+#: Idle stack slots a pool starts with; _create adds more as connections are made.
+cdef Py_ssize_t _IDLE_SLOTS = 16
+
 
 cdef class _Entry:
     """A pooled connection and what the pool knows of it."""
@@ -274,7 +277,10 @@ cdef class Pool:
     cdef double _jitter
 
     # MRU stack of _Entry: _idle[:_n_idle], the top is the most recently returned. The list
-    # keeps max_size slots so that a pop to empty and the next push never reallocate.
+    # keeps a slot for every connection that could be idle (min(max_idle, open + pending)),
+    # so that pops and pushes never reallocate; _create grows it before a new connection
+    # exists (issue 9: allocating max_size slots up front took a minute and 16 GiB for
+    # max_size=2**31).
     cdef list _idle
     cdef Py_ssize_t _n_idle
     cdef dict _entries  # id(conn) -> _Entry, every open connection
@@ -360,7 +366,7 @@ cdef class Pool:
             self._fill(self._min_idle)
 
     cdef void _reset_state(self):
-        self._idle = [None] * self._max_size
+        self._idle = [None] * min(self._max_idle, _IDLE_SLOTS)
         self._n_idle = 0
         self._entries = {}
         self._waiters = collections.deque()
@@ -657,11 +663,22 @@ cdef class Pool:
         _close_quietly(self._close, entry.conn)
         return False
 
+    cdef int _grow_idle(self) except -1:
+        """Make room in the idle stack for every connection open or being created (this
+        thread's included), up to ``max_idle``; outside any critical section: allocating
+        may run other threads."""
+        cdef Py_ssize_t need = min(self._max_idle, self._open + self._pending)
+        cdef Py_ssize_t have = len(self._idle)
+        if have < need:
+            self._idle.extend([None] * (min(self._max_idle, max(need, 2 * have)) - have))
+        return 0
+
     cdef object _create(self):
         """Make a connection in the slot this thread reserved (no lock is held)."""
         cdef _Entry entry
         cdef double now
         try:
+            self._grow_idle()
             conn = self._factory()
             now = self._now()
             expires_at = policy.lifetime_deadline(now, self._max_lifetime, self._jitter)

@@ -127,7 +127,9 @@ def _int_arg(value, name, minimum):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    # A size beyond any process means "no limit" that a C Py_ssize_t can hold (issue 9: the
+    # native twin raised OverflowError for 2**63).
+    return value if value <= sys.maxsize else sys.maxsize
 
 
 def _seconds_arg(value, name, *, allow_zero=True):
@@ -498,7 +500,7 @@ def make_keyed_pools(pool_class, limit_class, module_name, socket_check):
             if unknown:
                 raise TypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
             if max_total is not None:
-                _int_arg(max_total, "max_total", 1)
+                max_total = _int_arg(max_total, "max_total", 1)
             probe = dict(options, max_size=max_per_key, max_idle=max_idle_per_key)
             # Validate every setting now, not at the first acquire of a new key.
             pool_config(

@@ -291,11 +291,11 @@ class Pool:
 
     def _unwant(self):
         """A waiter left: it no longer wants room under the keyed pool's global limit."""
-        if self._limit is not None:
-            try:
-                self._limit.wanting.remove(self)
-            except ValueError:
-                pass
+        # Looked up first, as the native twin does: deque.remove's ValueError would format
+        # repr(self), whose snapshot takes the lock held here (issue 9: every keyed acquire
+        # that timed out on its own key's limit deadlocked).
+        if self._limit is not None and self in self._limit.wanting:
+            self._limit.wanting.remove(self)
 
     def _reserve(self):
         if self._open + self._pending >= self._max_size:
