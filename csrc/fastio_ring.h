@@ -86,16 +86,46 @@ static inline long long fio_ring_find(const char *base, size_t cap, int mirrored
     return hit ? (long long)(wrap + (size_t)(hit - base)) : -1;
 }
 
-/* Unsigned big- or little-endian integer of `size` (1, 2, 4 or 8) bytes. */
+/* Unsigned big- or little-endian integer of `size` (1, 2, 4 or 8) bytes.  One case per size,
+ * so the compiler turns each into a load and a byte swap (read_frame decodes a header per
+ * frame). */
 static inline unsigned long long fio_ring_decode(const unsigned char *p, int size, int big)
 {
     unsigned long long v = 0;
-    if (big) {
-        for (int i = 0; i < size; i++) v = (v << 8) | p[i];
-    } else {
-        for (int i = size - 1; i >= 0; i--) v = (v << 8) | p[i];
+    switch (size) {
+    case 1:
+        return p[0];
+    case 2:
+        return big ? ((unsigned long long)p[0] << 8) | p[1]
+                   : ((unsigned long long)p[1] << 8) | p[0];
+    case 4:
+        return big ? ((unsigned long long)p[0] << 24) | ((unsigned long long)p[1] << 16)
+                         | ((unsigned long long)p[2] << 8) | p[3]
+                   : ((unsigned long long)p[3] << 24) | ((unsigned long long)p[2] << 16)
+                         | ((unsigned long long)p[1] << 8) | p[0];
+    default:
+        if (big) {
+            for (int i = 0; i < size; i++) v = (v << 8) | p[i];
+        } else {
+            for (int i = size - 1; i >= 0; i--) v = (v << 8) | p[i];
+        }
+        return v;
     }
-    return v;
+}
+
+/* The `size`-byte length header at logical position 0 of the readable data, decoded in place
+ * (through a small copy only where it straddles the wrap of a plain ring). */
+static inline unsigned long long fio_ring_frame_length(const char *base, size_t cap, int mirrored,
+                                                       size_t head, int size, int big)
+{
+    size_t off = head & (cap - 1);
+    unsigned char tmp[8];
+    const unsigned char *p = (const unsigned char *)base + off;
+    if (!mirrored && off + (size_t)size > cap) {
+        fio_ring_copy_out(base, cap, 0, head, 0, (char *)tmp, (size_t)size);
+        p = tmp;
+    }
+    return fio_ring_decode(p, size, big);
 }
 
 #endif /* FASTIO_RING_H */

@@ -715,6 +715,42 @@ def test_negative_frame_length_is_value_error(fio, socketpair):
     assert reader.buffered == 9  # nothing consumed
 
 
+def test_buffered_frames_at_every_position_around_the_wrap(fio, mirrored, socketpair):
+    """Frames already in the ring are parsed in place wherever the header and the payload
+    fall: before, across or after the wrap (on a plain ring, in two pieces), with no receive
+    (a non-blocking source with nothing to read would raise)."""
+    a, _ = socketpair
+    a.setblocking(False)
+    payloads = [b"abcdefghij", b"", b"xyz" * 5, bytes(range(256)) * 2]
+    data = frames_of(payloads)
+    for start in range(PAGE - len(data) - 8, PAGE + 8):
+        reader = fio.Reader(a, capacity=PAGE, mirrored=mirrored)
+        position = start % PAGE
+        reader.ring.write(b"\0" * position)
+        reader.ring.consume(position)
+        assert reader.ring.write(data) == len(data)
+        assert [reader.read_frame() for _ in payloads] == payloads, start
+        assert reader.buffered == 0
+        reader.ring.write(data)
+        assert [frame for _, frame in zip(payloads, reader)] == payloads, start
+
+
+@pytest.mark.parametrize(
+    "header, value", [("b", -128), ("b", -1), ("!h", -32768), ("<h", -2), ("!i", -5), ("q", -1)]
+)
+def test_negative_frame_length_of_a_buffered_frame(fio, socketpair, header, value):
+    """A signed header whose bits, read unsigned, would fit the buffered data is still a
+    negative length: ValueError, nothing consumed, however the frame is read."""
+    a, _ = socketpair
+    raw = struct.pack(header, value) + b"x" * 40000
+    reader = fio.Reader(a, capacity=1 << 16, header=header)
+    assert reader.ring.write(raw) == len(raw)
+    for read in (reader.read_frame, lambda: reader.read_frame(header), lambda: next(reader)):
+        with pytest.raises(ValueError, match="negative"):
+            read()
+        assert reader.buffered == len(raw)
+
+
 def test_frame_longer_than_capacity(fio, mirrored, socketpair):
     a, b = socketpair
     b.sendall(struct.pack("!I", PAGE) + b"x" * 10)

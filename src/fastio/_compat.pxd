@@ -125,3 +125,5 @@ cdef extern from "fastio_ring.h" nogil:
     long long fio_ring_find(const char *base, size_t cap, int mirrored, size_t head,
                             size_t start, size_t end, const char *needle, size_t m)
     unsigned long long fio_ring_decode(const unsigned char *p, int size, int big)
+    unsigned long long fio_ring_frame_length(const char *base, size_t cap, int mirrored,
+                                             size_t head, int size, int big)

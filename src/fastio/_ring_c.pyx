@@ -35,8 +35,8 @@ from fastio._compat cimport (
     fio_readv,
     fio_ring_copy_in,
     fio_ring_copy_out,
-    fio_ring_decode,
     fio_ring_find,
+    fio_ring_frame_length,
     fio_ssize_t,
     fio_store_release,
     fio_writev,
@@ -181,9 +181,15 @@ cdef class RingBuffer:
 
     cdef bytes _take(self, size_t skip, size_t n):
         """The ``n`` readable bytes after the first ``skip`` as bytes; consumes skip + n."""
-        cdef bytes out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
-        fio_ring_copy_out(self._base, self._cap, self._mirrored, fio_load_relaxed(&self._head),
-                          skip, PyBytes_AS_STRING(out), n)
+        cdef size_t head = fio_load_relaxed(&self._head)
+        cdef size_t off = (head + skip) & self._mask
+        cdef bytes out
+        if self._mirrored or off + n <= self._cap:
+            # Contiguous (always, on a mirrored ring): one allocation, one copy from the ring.
+            out = PyBytes_FromStringAndSize(self._base + off, <Py_ssize_t>n)
+        else:
+            out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
+            fio_ring_copy_out(self._base, self._cap, False, head, skip, PyBytes_AS_STRING(out), n)
         self._advance(skip + n)
         return out
 
@@ -790,10 +796,36 @@ cdef class Reader:
         cdef size_t avail = ring._readable()
         return ring._copy(avail if avail < <size_t>n else <size_t>n)
 
+    cdef inline object _buffered_frame(self):
+        """The next frame when it is whole in the ring (the steady state), as bytes made
+        straight from the ring's memory with no system call and no intermediate object; None
+        when ``_frame`` must decide (too few bytes, a header to reject, no open ring)."""
+        cdef RingBuffer ring = self.ring
+        cdef size_t hs = self._hsize, head, avail, off
+        cdef unsigned long long value
+        cdef object frame
+        if ring is None or ring._closed:
+            return None
+        head = fio_load_relaxed(&ring._head)
+        avail = fio_load_acquire(&ring._tail) - head
+        if avail < hs:
+            return None
+        value = fio_ring_frame_length(ring._base, ring._cap, ring._mirrored, head, <int>hs,
+                                      self._hbig)
+        # Incomplete, larger than the capacity, or negative: _frame fills or raises.
+        if value > avail - hs or (self._hsigned and (value >> (8 * hs - 1))):
+            return None
+        C.frames += 1
+        off = (head + hs) & ring._mask
+        if not ring._mirrored and off + value > ring._cap:
+            return ring._take(hs, <size_t>value)  # the payload wraps on a plain ring
+        frame = PyBytes_FromStringAndSize(ring._base + off, <Py_ssize_t>value)
+        ring._advance(hs + <size_t>value)
+        return frame
+
     cdef object _frame(self):
         cdef RingBuffer ring = self._open_ring()
         cdef size_t hs = self._hsize, avail, length = 0
-        cdef unsigned char hbuf[8]
         cdef unsigned long long value
         cdef bint known = False
         cdef CallState st
@@ -802,9 +834,9 @@ cdef class Reader:
             avail = ring._readable()
             if avail >= hs:
                 if not known:
-                    fio_ring_copy_out(ring._base, ring._cap, ring._mirrored,
-                                      fio_load_relaxed(&ring._head), 0, <char *>hbuf, hs)
-                    value = fio_ring_decode(hbuf, <int>hs, self._hbig)
+                    value = fio_ring_frame_length(ring._base, ring._cap, ring._mirrored,
+                                                  fio_load_relaxed(&ring._head), <int>hs,
+                                                  self._hbig)
                     if self._hsigned and hs < 8 and (value >> (8 * hs - 1)) & 1:
                         raise ValueError("negative frame length in the header")
                     if self._hsigned and hs == 8 and (value >> 63):
@@ -832,20 +864,29 @@ cdef class Reader:
         ``IncompleteReadError`` at EOF (``.partial`` holds the raw bytes of the cut frame;
         b"" at a clean end); ``LimitOverrunError`` when header plus payload exceed capacity.
         """
+        cdef object frame
         C.calls += 1
-        if header is not None and header is not self._header and header != self._header:
+        if header is None:
+            if self._header is not self._default_header:
+                self._set_header(self._default_header)
+        elif header is not self._header and header != self._header:
             self._set_header(header)
-        elif header is None and self._header is not self._default_header:
-            self._set_header(self._default_header)
+        frame = self._buffered_frame()
+        if frame is not None:
+            return frame
         return self._frame()
 
     def __iter__(self):
         return self
 
     def __next__(self):
+        cdef object frame
         C.calls += 1
         if self._header is not self._default_header:
             self._set_header(self._default_header)
+        frame = self._buffered_frame()
+        if frame is not None:
+            return frame
         try:
             return self._frame()
         except IncompleteReadError as exc:
