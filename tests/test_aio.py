@@ -909,6 +909,8 @@ def test_pool_checks_lifetimes_close(aio, run):
         aio.Pool(42)
     with pytest.raises(ValueError):
         aio.Pool(make_conn, max_size=0)
+    with pytest.raises(TypeError):
+        aio.Pool(make_conn, leak_timeout=1)  # the blocking pool's only
 
 
 def test_pool_factory_failure_frees_slot(aio, run):

@@ -1161,11 +1161,6 @@ fio_ready_init()
 cdef object _READY_NONE = fio_ready_new(None)  # no state: one serves every release
 
 
-def ready(value):
-    """An awaitable whose ``await`` returns ``value`` at once (no coroutine, Future or loop)."""
-    return fio_ready_new(value)
-
-
 cdef class AioPool(Pool):
     """The books of ``fastio.aio.Pool``: the blocking pool's (limits, FIFO waiters, lifetimes,
     checks, stats), with waiters that are futures, and the fast paths: ``acquire()`` of a

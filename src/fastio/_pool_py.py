@@ -858,36 +858,43 @@ class _Ready:
         return self.value
 
 
-ready = _Ready
 _READY_NONE = _Ready(None)
 
 
 class AioPool(Pool):
     """The books of ``fastio.aio.Pool``: the blocking pool's (limits, FIFO waiters, lifetimes,
     checks, stats), with waiters that are futures, and the fast paths: ``acquire()`` of a
-    connection fit to hand out as it is and ``release()`` straight onto the idle stack
-    return an awaitable that is already done, touching neither a Future nor the loop.
-    Everything else goes to the subclass's coroutines ``_acquire_async(timeout)`` and
-    ``_release_async(conn, discard)``, which drive the books through the methods below. One
-    thread, the loop's, ever uses such a pool: no lock is taken."""
+    connection fit to hand out as it is (one coroutine that never suspends) and
+    ``release()`` straight onto the idle stack (an awaitable already done), touching neither
+    a new Future nor the loop. Everything else goes to the subclass's coroutines
+    ``_acquire_async(timeout)`` and ``_release_async(conn, discard)``, which drive the books
+    through the methods below. One thread, the loop's, ever uses such a pool: no lock is
+    taken."""
 
-    def acquire(self, timeout=None):
-        """Check out a connection: ``await pool.acquire()``."""
+    async def acquire(self, timeout=None):
+        """Check out a connection: ``await pool.acquire()`` (one coroutine: in pure Python
+        that is cheaper than any awaitable object)."""
         idle = self._idle
         if timeout is None and idle and not self._closed:
             entry = idle[-1]
-            if self._fit(entry, self._clock()):
+            now = self._clock()
+            idle_for = now - entry.idle_since
+            if (
+                now < entry.expires_at
+                and (idle_for < self._max_idle_time or self._open <= self._min_idle)
+                and (self._check is None or idle_for < self._check_after)
+            ):  # _fit, inline
                 idle.pop()
                 entry.in_use = True
                 _count["acquires"] += 1
                 _count["calls"] += 1
-                return _Ready(entry.conn)
-        return self._acquire_async(timeout)
+                return entry.conn
+        return await self._acquire_async(timeout)
 
     def release(self, conn, *, discard=False):
         """Return a connection: ``await pool.release(conn)``."""
-        entry = self._entry_of(conn)
-        if not entry.in_use:
+        entry = self._entries.get(id(conn))
+        if entry is None or entry.conn is not conn or not entry.in_use:
             raise ValueError(f"{conn!r} is not checked out from this pool")
         if (
             not discard
@@ -902,9 +909,13 @@ class AioPool(Pool):
                 entry.idle_since = now
                 self._idle.append(entry)
                 _count["releases"] += 1
-                return _READY_NONE
+                return self._released
         entry.in_use = False  # claimed: a second release meanwhile is refused
         return self._release_async(conn, discard)
+
+    # What a release that already happened returns: fastio.aio puts a finished asyncio Future
+    # here (cheaper to await than anything this module can make without importing asyncio).
+    _released = _READY_NONE
 
     def _entry_of(self, conn):
         entry = self._entries.get(id(conn))

@@ -13,7 +13,11 @@ twin (native or Python); nothing here blocks the loop.
   must be non-blocking (``sock.setblocking(False)``, as asyncio's ``sock_*`` methods want);
   a blocking socket or fd is a ``ValueError``. An exception carries the progress of the
   whole await in ``.transferred``; a cancelled ``sendfile`` leaves the file position after
-  the last byte sent.
+  the last byte sent. ``relay`` is the exception to "call and wait for readiness": it runs
+  ``fastio.relay``'s whole loop (zero-copy, in C without the GIL) on a thread of its own and
+  awaits its end; a cancellation stops that loop through a pipe it polls, and the bytes it
+  had taken and could not deliver at once come back in the ``CancelledError``'s
+  ``.unsent``.
 - ``BatchWriter(sock, ...)``: ``write``/``writelines`` as ``fastio.BatchWriter``;
   ``await drain()`` flushes and, while more than the high water mark is pending, waits until
   the kernel took the writer down to the low water mark (asyncio's ``StreamWriter`` marks:
@@ -27,7 +31,11 @@ twin (native or Python); nothing here blocks the loop.
 - ``Pool(factory, ...)`` where ``factory`` is a coroutine function: ``fastio.Pool``'s limits,
   FIFO waiters, checks, lifetimes, stats and close for coroutines (``await acquire()``,
   ``await release(conn)``, ``async with pool.connection() as conn``). A cancelled acquire
-  that raced a release hands the connection to the next waiter; no slot leaks.
+  that raced a release hands the connection to the next waiter; no slot leaks. The books
+  are the live twin's blocking pool's (``AioPool``, its subclass whose waiters are futures);
+  an acquire of an idle connection fit to hand out and a release straight back onto the
+  idle stack are synchronous underneath: they return an awaitable already done, without a
+  coroutine, a Future or the loop.
 
 Timeouts are the caller's: ``asyncio.wait_for`` or ``asyncio.timeout()`` (3.11+) cancel the
 await, with the guarantees above.
@@ -727,6 +735,9 @@ class _Lease:
             await pool.release(conn, discard=discard)
 
 
+_NOT_AIO_OPTIONS = ("leak_timeout", "_limit", "_track")
+
+
 def _pool_class(books):
     """``fastio.aio.Pool`` over ``books``, one twin's ``AioPool``: the books (shared with the
     blocking pool of that twin) and the fast paths are the twin's; the coroutines that
@@ -753,41 +764,11 @@ def _pool_class(books):
         neither creates a Future nor touches the loop.
         """
 
-        def __init__(
-            self,
-            factory,
-            *,
-            max_size=10,
-            min_idle=0,
-            max_idle=None,
-            max_lifetime=None,
-            max_idle_time=None,
-            acquire_timeout=30.0,
-            check=None,
-            check_after=None,
-            reset=None,
-            close=None,
-            is_broken=None,
-            lifetime_jitter=0.05,
-            clock=None,
-        ):
-            super().__init__(
-                factory,
-                max_size=max_size,
-                min_idle=min_idle,
-                max_idle=max_idle,
-                max_lifetime=max_lifetime,
-                max_idle_time=max_idle_time,
-                acquire_timeout=acquire_timeout,
-                check=check,
-                check_after=check_after,
-                reset=reset,
-                close=close,
-                is_broken=is_broken,
-                lifetime_jitter=lifetime_jitter,
-                clock=clock,
-                _track=False,
-            )
+        def __init__(self, factory, **options):
+            for name in _NOT_AIO_OPTIONS:  # the blocking pool's only
+                if name in options:
+                    raise TypeError(f"unexpected keyword argument {name!r}")
+            super().__init__(factory, **options, _track=False)
             self._closers = set()
 
         # --- acquire ------------------------------------------------------------------------
@@ -959,9 +940,24 @@ def _pool_class(books):
             state = "closed" if self.closed else f"open={s.open} idle={s.idle}"
             return f"<fastio.aio.Pool {state} max_size={s.max_size}>"
 
+    if hasattr(books, "_released"):  # the Python twin's: it awaits this one fastest
+        Pool._released = _DONE
     Pool.__module__ = __name__
     Pool.__qualname__ = "Pool"
     return Pool
+
+
+class _NoLoop:
+    """Enough of a loop for a Future that is done from birth and never schedules anything."""
+
+    def get_debug(self):
+        return False
+
+
+# The awaitable of a release that already happened, for the Python twin's pool: a finished
+# Future (awaiting one is a C call that returns at once, on any loop, never touching it).
+_DONE = asyncio.Future(loop=_NoLoop())
+_DONE.set_result(None)
 
 
 class _Expired(Exception):
