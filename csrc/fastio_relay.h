@@ -279,7 +279,8 @@ static int fio_relay_take(fio_relay_dir *d, char *out, size_t n)
     }
     while (n > 0) {
         fio_ssize_t k = fio_read(d->pipe_r, out, n);
-        if (k < 0 && errno == EINTR) continue;
+        /* the bytes are in the pipe: a "would block" cannot be, and is retried */
+        if (k < 0 && (errno == EINTR || fio_relay_again(errno))) continue;
         if (k <= 0) { if (k == 0) errno = EIO; return -1; }
         out += k; n -= (size_t)k; d->held -= (size_t)k;
     }
