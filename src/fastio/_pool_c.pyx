@@ -15,6 +15,10 @@ build re-enables the GIL on import until then.
 
 Only waiting blocks: each waiter has its own lock, released by whoever hands it a connection,
 a free slot, or the news that the pool closed; waiters are served first come, first served.
+
+``AioPool`` is the same books for ``fastio.aio.Pool``: its waiters are futures (a cancelled one
+refuses what it is handed, which goes to the next in line), and its fast paths return an
+awaitable already done (``fio_ready``, below) instead of blocking.
 """
 
 cimport cython

@@ -4,7 +4,7 @@ one ``threading.Lock`` (shared by every key's pool under a ``KeyedPool``).
 Idle connections are a most-recently-used stack; waiters are served first come, first served,
 each blocking on its own lock and handed the connection (or a free slot, or the news that the
 pool closed) directly by whoever frees it. Factories, checks, resets and closes run outside
-the lock.
+the lock. ``AioPool`` is the same books for ``fastio.aio.Pool``, with waiters that are futures.
 """
 
 import _thread

@@ -347,7 +347,7 @@ def _aio_for(twin):
                 exc.transferred = result[:2]
                 exc.unsent = result[2] or (b"", b"")
             else:
-                exc.transferred = result.transferred
+                exc.transferred = getattr(result, "transferred", (0, 0))
                 exc.unsent = (b"", b"")
             raise
         finally:
