@@ -286,6 +286,8 @@ def _aio_for(twin):
         waits until it let go of the sockets; the bytes it had taken are delivered if the
         destination takes them at once, and what it still held comes with the
         ``CancelledError`` in ``.unsent`` ``(bytes for b, bytes for a)``: nothing is lost.
+        (The caller that awaited ``relay`` sees that exception; before Python 3.11 a task's
+        other awaiters get a fresh ``CancelledError`` without these attributes.)
         """
         if idle_timeout is not None:
             if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)):
