@@ -8,10 +8,17 @@
  * passed on with shutdown(SHUT_WR) once everything read before it was delivered (half-close);
  * the loop ends when both directions have done so.
  *
+ * r->stop_fd (-1: none) stops the relay when it becomes readable (asyncio's cancellation: the
+ * loop runs in a thread of its own and the awaiting coroutine closes the pipe's write end); it
+ * is polled with the sockets and, while bytes keep moving, every FIO_RELAY_STOP_EVERY passes.
+ * After a stop, fio_relay_settle() delivers what the destinations take at once; what a
+ * direction still holds is fio_relay_held() bytes, which fio_relay_take() copies out.
+ *
  * fio_relay_run() returns 0 when done, -1 with r->err set (EINTR: run the signal handlers and
  * call again; the state is kept), -2 when nothing moved for idle_ms milliseconds, or -3 when
- * bytes kept flowing for check_ms milliseconds: a loop that never waits gets no EINTR, so the
- * caller takes the GIL, runs the signal handlers and calls again.
+ * stop_fd became readable (the state is kept: every byte counted in moved was delivered), or
+ * -4 when bytes kept flowing for check_ms milliseconds: a loop that never waits gets no EINTR,
+ * so the caller takes the GIL, runs the signal handlers and calls again.
  */
 #ifndef FASTIO_RELAY_H
 #define FASTIO_RELAY_H
@@ -39,8 +46,9 @@ typedef struct {
 typedef struct {
     fio_relay_dir d[2];
     int idle_ms;             /* < 0: no idle timeout */
+    int stop_fd;             /* < 0: none; readable: stop (-3) */
     double last_progress;
-    int check_ms;            /* < 0: never return -3 (no signal handler runs in this thread) */
+    int check_ms;            /* < 0: never return -4 (no signal handler runs in this thread) */
     double last_check;
     int err;
     /* counters, merged into the module's by the caller (with the GIL) */
@@ -49,6 +57,7 @@ typedef struct {
 } fio_relay;
 
 #define FIO_RELAY_SPLICE_FLAGS (SPLICE_F_MOVE | SPLICE_F_NONBLOCK)
+#define FIO_RELAY_STOP_EVERY 16
 
 static inline int fio_relay_fallback_errno(int e)
 {
@@ -162,12 +171,25 @@ static int fio_relay_step(fio_relay *r, fio_relay_dir *d, short *want_src, short
     return progress;
 }
 
+static int fio_relay_stopped(fio_relay *r)
+{
+    struct pollfd p;
+    p.fd = r->stop_fd;
+    p.events = POLLIN;
+    p.revents = 0;
+    r->syscalls++;
+    return fio_poll(&p, 1, 0) > 0;
+}
+
 static int fio_relay_run(fio_relay *r)
 {
+    unsigned passes = 0;
     for (;;) {
         short want[2][2] = {{0, 0}, {0, 0}};  /* [direction][0 src, 1 dst] */
         int progress = 0, i;
         if (r->d[0].shut && r->d[1].shut) return 0;
+        if (r->stop_fd >= 0 && ++passes % FIO_RELAY_STOP_EVERY == 0 && fio_relay_stopped(r))
+            return -3;
         for (i = 0; i < 2; i++) {
             int rc = fio_relay_step(r, &r->d[i], &want[i][0], &want[i][1]);
             if (rc < 0) {
@@ -182,13 +204,13 @@ static int fio_relay_run(fio_relay *r)
                 double now = fio_monotonic_coarse();
                 if (now - r->last_check >= r->check_ms / 1000.0) {
                     r->last_check = now;
-                    return -3;
+                    return -4;
                 }
             }
             continue;
         }
         /* nothing moved: wait. Direction 0 reads d[0].src (= a) and writes a's peer. */
-        struct pollfd fds[2];
+        struct pollfd fds[3];
         fds[0].fd = r->d[0].src;
         fds[0].events = (short)(want[0][0] | want[1][1]);
         fds[1].fd = r->d[1].src;
@@ -196,6 +218,9 @@ static int fio_relay_run(fio_relay *r)
         fds[0].revents = fds[1].revents = 0;
         if (fds[0].events == 0) fds[0].fd = -1;
         if (fds[1].events == 0) fds[1].fd = -1;
+        fds[2].fd = r->stop_fd;
+        fds[2].events = POLLIN;
+        fds[2].revents = 0;
         int timeout_ms = -1;
         if (r->idle_ms >= 0) {
             double left = r->last_progress + r->idle_ms / 1000.0 - fio_monotonic();
@@ -203,7 +228,7 @@ static int fio_relay_run(fio_relay *r)
             timeout_ms = (int)(left * 1000.0 + 0.999);
             if (timeout_ms < 1) timeout_ms = 1;
         }
-        int rc = fio_poll(fds, 2, timeout_ms);
+        int rc = fio_poll(fds, r->stop_fd >= 0 ? 3 : 2, timeout_ms);
         if (rc < 0) {
             r->err = errno;
             if (r->err == EINTR) r->eintr++;
@@ -212,6 +237,7 @@ static int fio_relay_run(fio_relay *r)
         if (rc == 0 && r->idle_ms >= 0
             && fio_monotonic() - r->last_progress >= r->idle_ms / 1000.0)
             return -2;
+        if (r->stop_fd >= 0 && fds[2].revents) return -3;
         if ((fds[0].revents | fds[1].revents) & POLLNVAL) { r->err = EBADF; return -1; }
         /* fds[0] is a = d[0].src = d[1].dst; fds[1] is b = d[1].src = d[0].dst */
         {
@@ -222,6 +248,54 @@ static int fio_relay_run(fio_relay *r)
             if (rb & (POLLOUT | POLLHUP | POLLERR)) r->d[0].dst_wait = 0;
         }
     }
+}
+
+/* Bytes a direction took from its source and has not delivered (in its pipe or buffer). */
+static inline size_t fio_relay_held(const fio_relay_dir *d)
+{
+    return d->pipe_r >= 0 ? d->held : d->end - d->start;
+}
+
+/* After a stop: deliver what each destination takes without waiting (errors end it quietly:
+ * the bytes stay held). */
+static void fio_relay_settle(fio_relay *r)
+{
+    int i;
+    for (i = 0; i < 2; i++) {
+        fio_relay_dir *d = &r->d[i];
+        while (fio_relay_held(d) > 0) {
+            fio_ssize_t n;
+            if (d->pipe_r >= 0)
+                n = fio_splice(d->pipe_r, d->dst, d->held, FIO_RELAY_SPLICE_FLAGS);
+            else
+                n = fio_send(d->dst, d->buf + d->start, d->end - d->start, MSG_DONTWAIT);
+            r->syscalls++;
+            if (n < 0 && errno == EINTR) { r->eintr++; continue; }
+            if (n <= 0) break;
+            if (d->pipe_r >= 0) { d->held -= (size_t)n; r->splice_bytes += (unsigned long long)n; }
+            else { d->start += (size_t)n; r->loop_bytes += (unsigned long long)n; }
+            d->moved += (unsigned long long)n;
+        }
+    }
+}
+
+/* Copy the n = fio_relay_held(d) bytes a direction holds to out (emptying its pipe). Returns 0,
+ * or -1 with errno set. */
+static int fio_relay_take(fio_relay_dir *d, char *out, size_t n)
+{
+    if (d->pipe_r < 0) {
+        memcpy(out, d->buf + d->start, n);
+        d->start = d->end = 0;
+        return 0;
+    }
+    while (n > 0) {
+        fio_ssize_t k = fio_read(d->pipe_r, out, n);
+        /* the bytes are in the pipe: a "would block" cannot be, and is retried */
+        if (k < 0 && (errno == EINTR || fio_relay_again(errno))) continue;
+        if (k <= 0) { if (k == 0) errno = EIO; return -1; }
+        out += k; n -= (size_t)k; d->held -= (size_t)k;
+    }
+    return 0;
 }
 
 #endif /* !FIO_WINDOWS */

@@ -13,6 +13,7 @@ import pytest
 from conftest import open_fds
 
 import fastio
+from fastio import _impl
 from fastio import aio as aio_module
 from fastio._errors import IncompleteReadError, LimitOverrunError, PoolClosed, PoolTimeout
 
@@ -313,7 +314,6 @@ def test_splice_progress_on_peer_reset(aio, run):
 
 def test_relay_100_pairs(aio, run):
     pairs = 100
-    before = open_fds()
 
     async def one(i):
         loop = asyncio.get_running_loop()
@@ -338,13 +338,19 @@ def test_relay_100_pairs(aio, run):
                 s.close()
         return moved, up, down, client_got, server_got
 
-    async def main():
+    async def main(pairs):
         return await asyncio.gather(*(one(i) for i in range(pairs)))
 
-    for moved, up, down, client_got, server_got in run(main()):
+    # the transfer twin keeps a few splice pipes for reuse: emptied before each count
+    forget_pipes = _impl.twin_module("transfer", aio.IMPLEMENTATION)._forget_pipes
+    run(asyncio.sleep(0))  # uvloop's first loop opens fds it keeps for the process
+    forget_pipes()
+    before = open_fds()
+    for moved, up, down, client_got, server_got in run(main(pairs)):
         assert moved == (len(up), len(down))
         assert server_got == up
         assert client_got == down
+    forget_pipes()
     assert open_fds() == before
 
 
@@ -394,6 +400,61 @@ def test_relay_idle_timeout_and_cancel(aio, run):
             run(aio.relay(ra, ra))
         with pytest.raises(ValueError):
             run(aio.relay(ra, rb, idle_timeout=-1))
+
+
+def test_relay_cancelled_mid_transfer_loses_nothing(aio, run):
+    """Cancelled while bytes flow and the far reader is slow: the await ends, the relay lets go
+    of the sockets, and every byte is either delivered, handed back in ``.unsent`` or still in
+    the source socket, in order."""
+    client, ra = nb_pair()
+    rb, server = nb_pair()
+    data = _pattern(4 << 20, 7)
+    with client, ra, rb, server:
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            sending = asyncio.ensure_future(loop.sock_sendall(client, data))
+
+            async def relay_until_cancelled():
+                try:
+                    await aio.relay(ra, rb)
+                except asyncio.CancelledError as exc:  # what the relay's caller sees
+                    return exc
+                raise AssertionError("the relay ended by itself")
+
+            relayed = asyncio.ensure_future(relay_until_cancelled())
+            got = bytearray()
+            while len(got) < 300_000:  # a slow reader: the relay fills up and holds bytes
+                got += await loop.sock_recv(server, 65536)
+            assert not relayed.done()
+            relayed.cancel()
+            exc = await asyncio.wait_for(relayed, 10)
+            ab, ba = exc.transferred
+            for_b, for_a = exc.unsent
+            assert ba == 0 and for_a == b""
+            assert nothing_registered(loop, ra.fileno(), rb.fileno())
+            while True:  # what the relay delivered before it stopped
+                try:
+                    got += server.recv(1 << 20)
+                except BlockingIOError:
+                    break
+            assert len(got) == ab
+            got += for_b
+            while len(got) < len(data):  # the rest never left the source socket
+                got += await loop.sock_recv(ra, 1 << 20)
+            await asyncio.wait_for(sending, 10)
+            assert bytes(got) == data
+            # the sockets are ours again: a new relay carries on
+            relayed = asyncio.ensure_future(aio.relay(ra, rb))
+            client.shutdown(socket.SHUT_WR)
+            rest = b"tail"
+            await loop.sock_sendall(server, rest)
+            server.shutdown(socket.SHUT_WR)
+            assert await slow_recv(client, pause=0) == rest
+            assert await slow_recv(server, pause=0) == b""
+            assert await asyncio.wait_for(relayed, 10) == (0, len(rest))
+
+        run(main())
 
 
 # ---- Reader --------------------------------------------------------------------------------
@@ -719,6 +780,97 @@ def test_pool_cancel_raced_with_release_goes_to_next_waiter(aio, run):
     run(main())
 
 
+def test_pool_cancelled_before_a_release_in_the_same_tick_loses_nothing(aio, run):
+    """The first waiter is cancelled, and a release comes before its coroutine ran again:
+    the cancelled waiter refuses the connection, the next waiter in line gets it."""
+
+    async def main():
+        pool = aio.Pool(make_conn, max_size=1)
+        c = await pool.acquire()
+        first = asyncio.ensure_future(pool.acquire())
+        second = asyncio.ensure_future(pool.acquire())
+        third = asyncio.ensure_future(pool.acquire(timeout=0.01))  # expires while in line
+        await asyncio.sleep(0.05)
+        with pytest.raises(PoolTimeout):
+            await third
+        assert pool.stats().waiting == 2
+        first.cancel()
+        assert pool.stats().waiting == 1  # the cancelled one no longer counts
+        await pool.release(c)  # before ``first`` runs again
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert await asyncio.wait_for(second, 5) is c
+        s = pool.stats()
+        assert (s.open, s.in_use, s.idle, s.waiting, s.wait_count) == (1, 1, 0, 0, 3)
+        await pool.release(c)
+        await pool.aclose()
+        assert c.closed
+
+    run(main())
+
+
+def test_pool_fast_paths_are_synchronous(aio, run):
+    """An idle connection fit to hand out, and a release straight back onto the idle stack:
+    the awaitable is done when returned (its first step ends it), with no Future and no loop
+    involved."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        made = []
+        pool = aio.Pool(make_conn, max_size=2, max_lifetime=3600)
+        c = await pool.acquire()
+        await pool.release(c)
+        real = loop.create_future
+        loop.create_future = lambda: made.append(1) or real()
+        try:
+            for _ in range(3):
+                awaitable = pool.acquire()
+                with pytest.raises(StopIteration) as done:
+                    awaitable.__await__().send(None)
+                assert done.value.value is c
+                assert pool.stats().in_use == 1
+                with pytest.raises(StopIteration) as done:
+                    pool.release(c).__await__().send(None)
+                assert done.value.value is None
+                assert pool.stats().idle == 1
+            assert await pool.acquire() is c
+            assert await asyncio.ensure_future(pool.release(c)) is None
+        finally:
+            loop.create_future = real
+        assert made == []
+        with pytest.raises(ValueError):  # released twice
+            pool.release(c)
+        with pytest.raises(TypeError):
+            pool.close()  # the blocking pool's close: not for coroutines
+        await pool.aclose()
+
+    run(main())
+
+
+def test_pool_release_claims_before_reset(aio, run):
+    """A connection being reset is no longer checked out: a second release meanwhile is
+    refused instead of stacking it twice."""
+
+    async def reset(conn):
+        await asyncio.sleep(0.01)
+
+    async def main():
+        pool = aio.Pool(make_conn, max_size=2, reset=reset)
+        c = await pool.acquire()
+        releasing = asyncio.ensure_future(pool.release(c))
+        await asyncio.sleep(0)
+        with pytest.raises(ValueError):
+            await pool.release(c)
+        await releasing
+        s = pool.stats()
+        assert (s.open, s.idle, s.in_use) == (1, 1, 0)
+        assert await pool.acquire() is c
+        await pool.release(c)
+        await pool.aclose()
+
+    run(main())
+
+
 def test_pool_checks_lifetimes_close(aio, run):
     now = [0.0]
 
@@ -768,6 +920,8 @@ def test_pool_checks_lifetimes_close(aio, run):
         aio.Pool(42)
     with pytest.raises(ValueError):
         aio.Pool(make_conn, max_size=0)
+    with pytest.raises(TypeError):
+        aio.Pool(make_conn, leak_timeout=1)  # the blocking pool's only
 
 
 def test_pool_factory_failure_frees_slot(aio, run):

@@ -147,6 +147,42 @@ def test_pool_acquire_release_100k(fio):
     pool.close()
 
 
+def test_aio_pool_acquire_release_100k(fio):
+    """fastio.aio.Pool's fast paths (already-done awaitables) and, every 1000th round, its
+    coroutines (a discard, then a creation)."""
+    import asyncio
+
+    from fastio import aio
+
+    made = []
+
+    class Conn:
+        def close(self):
+            pass
+
+    async def factory():
+        made.append(Conn())
+        return made[-1]
+
+    loop = asyncio.new_event_loop()
+    pool = aio._aio_for(fio).Pool(factory, max_size=4)
+
+    async def one(i):
+        conn = await pool.acquire()
+        await pool.release(conn, discard=i % 1000 == 999)
+
+    def step(i):
+        loop.run_until_complete(one(i))
+
+    try:
+        steady(step)
+        s = pool.stats()
+        assert s.in_use == 0 and s.created == len(made)
+        loop.run_until_complete(pool.aclose())
+    finally:
+        loop.close()
+
+
 def test_socket_pool_100k(fio):
     with socket.create_server(("127.0.0.1", 0)) as listener:
         key = listener.getsockname()

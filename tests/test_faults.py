@@ -26,7 +26,7 @@ import time
 import pytest
 from conftest import bounded, open_fds
 
-from fastio import _faults
+from fastio import _faults, _impl
 from fastio._errors import IncompleteReadError
 
 SEEDS = range(int(os.environ.get("FASTIO_FAULT_SEEDS", "6")))
@@ -513,6 +513,54 @@ def test_relay_is_exact_under_transparent_faults(fio, faults, seed):
     assert got_down.join() == (hashlib.sha256(down).hexdigest(), len(down))
     assert open_fds() == fds
     for s in (a, b, c1, c2):
+        s.close()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_relay_stopped_midway_loses_nothing_under_transparent_faults(fio, faults, seed):
+    """``relay_until`` (what ``fastio.aio.relay`` runs) stopped while bytes flow to a slow
+    reader, under EINTR, EAGAIN and short counts: every byte sent is delivered, handed back
+    in ``unsent`` or still in the source socket, in order, and the counts say so."""
+    relay_until = _impl.twin_module("transfer", fio.IMPLEMENTATION).relay_until
+    up = payload(seed, 600_000)
+    c1, a = socket.socketpair()
+    b, c2 = socket.socketpair()
+    small_buffers(c1, a, b, c2)
+    stop_r, stop_w = os.pipe()
+    result = {}
+
+    def run():
+        result["out"] = relay_until(a, b, None, stop_r)
+
+    with bounded(BOUND), faults(seed=seed, rate=0.3, kinds=["eintr", "eagain", "short1", "half"]):
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        sending = sender(c1, up)
+        got = bytearray()
+        while len(got) < 100_000:
+            got += c2.recv(65536)
+        os.close(stop_w)  # stop
+        thread.join(BOUND)
+        assert not thread.is_alive()
+    os.close(stop_r)
+    ab, ba, (for_b, for_a) = result["out"]
+    assert ba == 0 and for_a == b""
+    c2.setblocking(False)
+    while True:
+        try:
+            got += c2.recv(1 << 20)
+        except BlockingIOError:
+            break
+    assert len(got) == ab
+    got += for_b
+    while True:  # the rest never left the source socket
+        data = a.recv(1 << 20)
+        if not data:
+            break
+        got += data
+    sending.join(BOUND)
+    assert bytes(got) == up
+    for s in (c1, a, b, c2):
         s.close()
 
 

@@ -15,6 +15,10 @@ build re-enables the GIL on import until then.
 
 Only waiting blocks: each waiter has its own lock, released by whoever hands it a connection,
 a free slot, or the news that the pool closed; waiters are served first come, first served.
+
+``AioPool`` is the same books for ``fastio.aio.Pool``: its waiters are futures (a cancelled one
+refuses what it is handed, which goes to the next in line), and its fast paths return an
+awaitable already done (``fio_ready``, below) instead of blocking.
 """
 
 cimport cython
@@ -34,6 +38,7 @@ cdef extern from "Python.h":
 
 import _thread
 import collections
+import dataclasses
 
 from fastio import _pool_policy as policy
 from fastio import _stats
@@ -137,22 +142,43 @@ cdef class _Entry:
         self.in_use = True
 
 
-@cython.final
 cdef class _Waiter:
     """One blocked acquire: its own lock, released by whoever hands it a result."""
 
     cdef object lock
     cdef object result
 
-    def __cinit__(self):
-        self.lock = _allocate_lock()
-        self.lock.acquire()
-
-    cdef void hand(self, object result):
+    cdef int hand(self, object result) except -1:
+        """Take ``result`` (1), or refuse it (0: the pool offers it to the next waiter)."""
         # Safe inside a critical section: the call goes through PyObject_VectorcallMethod
         # (no bound method is made) and releasing a lock runs no Python code.
         self.result = result
         self.lock.release()
+        return 1
+
+
+cdef _Waiter _new_waiter():
+    cdef _Waiter waiter = _Waiter.__new__(_Waiter)
+    waiter.lock = _allocate_lock()
+    waiter.lock.acquire()
+    return waiter
+
+
+@cython.final
+cdef class _FutureWaiter(_Waiter):
+    """A waiting ``fastio.aio`` acquire: its future gets the connection (not the entry), a
+    free slot or the news that the pool closed. A future already done (cancelled, or past its
+    deadline) refuses, and the pool offers the result to the next waiter: nothing is lost.
+    ``set_result`` runs Python code inside the pool's critical sections, which is sound for an
+    asyncio pool only: one thread (its loop's) ever touches it."""
+
+    cdef object future
+
+    cdef int hand(self, object result) except -1:
+        if self.future.done():
+            return 0
+        self.future.set_result((<_Entry>result).conn if isinstance(result, _Entry) else result)
+        return 1
 
 
 cdef class Pool
@@ -258,11 +284,11 @@ cdef int _release_after(Pool pool, object conn, object exc) except -1:
 cdef class Pool:
     """A pool of reusable connections made by ``factory()``; see ``fastio.pool.Pool``."""
 
-    cdef object _factory
-    cdef object _check
-    cdef object _reset
-    cdef object _close
-    cdef object _is_broken
+    cdef readonly object _factory
+    cdef readonly object _check
+    cdef readonly object _reset
+    cdef readonly object _close
+    cdef readonly object _is_broken
     cdef object _clock  # None: CLOCK_MONOTONIC read in C
     cdef Limit _limit
     cdef readonly object _config
@@ -292,6 +318,7 @@ cdef class Pool:
     # The entry last handed out: release checks it before the id() lookup (a release usually
     # returns the connection acquired last in that pool: one thread's checkout and return).
     cdef _Entry _last
+    cdef _Entry _picked  # what _pick looked at, for its caller (cleared by it)
 
     cdef unsigned long long _wait_count
     cdef double _wait_duration
@@ -325,6 +352,7 @@ cdef class Pool:
         lifetime_jitter=0.05,
         clock=None,
         Limit _limit=None,
+        bint _track=True,
     ):
         config = policy.pool_config(
             factory,
@@ -361,9 +389,10 @@ cdef class Pool:
         self._leak_timeout = config.leak_timeout
         self._jitter = config.lifetime_jitter
         self._reset_state()
-        policy.track(self, every=policy.housekeeping_every(config))
-        if self._min_idle:
-            self._fill(self._min_idle)
+        if _track:  # not for fastio.aio's pools: their chores are coroutines, on their loop
+            policy.track(self, every=policy.housekeeping_every(config))
+            if self._min_idle:
+                self._fill(self._min_idle)
 
     cdef void _reset_state(self):
         self._idle = [None] * min(self._max_idle, _IDLE_SLOTS)
@@ -394,7 +423,7 @@ cdef class Pool:
 
     # --- accounting: each of these runs inside a critical section -------------------------
 
-    cdef void _forget(self, _Entry entry, int why):
+    cdef int _forget(self, _Entry entry, int why) except -1:
         """Drop an entry from the books; the caller closes the connection afterwards."""
         del self._entries[entry.key]
         self._open -= 1
@@ -408,17 +437,26 @@ cdef class Pool:
             self._closed_broken += 1
         _c.closed += 1
         self._slot_freed()
+        return 0
 
-    cdef void _slot_freed(self):
+    cdef int _hand(self, object result) except -1:
+        """Give ``result`` to the oldest waiter that takes it: 1, or 0 when none did."""
+        while self._waiters:
+            if (<_Waiter>self._waiters.popleft()).hand(result):
+                return 1
+        return 0
+
+    cdef int _slot_freed(self) except -1:
         """A slot (an open connection or one being created) went away: hand it to the oldest
         waiter, or to the keyed pool's next key waiting for room."""
-        cdef _Waiter waiter
         if not self._closed and self._waiters:
-            waiter = <_Waiter>self._waiters.popleft()
             self._pending += 1
-            waiter.hand(_SLOT)
-        elif self._limit is not None:
+            if self._hand(_SLOT):
+                return 0
+            self._pending -= 1
+        if self._limit is not None:
             self._limit.freed()
+        return 0
 
     cdef inline bint _wants_room(self):
         """Whether a waiter of ours could use room freed under the keyed pool's global limit."""
@@ -426,15 +464,15 @@ cdef class Pool:
             not self._closed and self._waiters and self._open + self._pending < self._max_size
         )
 
-    cdef bint _grant_slot(self):
+    cdef bint _grant_slot(self) except -1:
         """The keyed pool's global limit has room for this key: give it to our oldest waiter."""
-        cdef _Waiter waiter
         if not self._wants_room():
             return False
-        waiter = <_Waiter>self._waiters.popleft()
         self._pending += 1
-        waiter.hand(_SLOT)
-        return True
+        if self._hand(_SLOT):
+            return True
+        self._pending -= 1
+        return False
 
     cdef inline _Entry _pop_mru(self):
         # The list's reference moves to the caller; None takes the slot.
@@ -487,7 +525,6 @@ cdef class Pool:
         """Return an entry: to the oldest waiter, to the idle stack, or to be closed (then it
         is returned)."""
         cdef int why
-        cdef _Waiter waiter
         entry.in_use = False
         entry.stack = None
         entry.reported = False
@@ -497,21 +534,90 @@ cdef class Pool:
             why = POOL_CLOSED
         elif now >= entry.expires_at:
             why = MAX_LIFETIME
-        elif self._waiters:
-            waiter = <_Waiter>self._waiters.popleft()
-            entry.in_use = True
-            waiter.hand(entry)
-            return None
-        elif self._n_idle >= self._max_idle or (
-            self._limit is not None and self._limit.wanted()
-        ):
-            why = MAX_IDLE
         else:
-            entry.idle_since = now
-            self._push_mru(entry)
-            return None
+            if self._waiters:
+                entry.in_use = True
+                if self._hand(entry):
+                    return None
+                entry.in_use = False
+            if self._n_idle >= self._max_idle or (
+                self._limit is not None and self._limit.wanted()
+            ):
+                why = MAX_IDLE
+            else:
+                entry.idle_since = now
+                self._push_mru(entry)
+                return None
         self._forget(entry, why)
         return entry
+
+    cdef int _pick(self, double now) except -1:
+        """One step of an acquire, in a critical section: the top idle connection (M_GOT, or
+        M_CHECK when it needs a check; now in use), one given up on (M_EXPIRED: forgotten, to
+        be closed), both in ``_picked``; else a slot reserved (M_CREATE), else M_NONE."""
+        cdef _Entry entry
+        if self._n_idle:
+            entry = self._pop_mru()
+            self._picked = entry
+            if now >= entry.expires_at:
+                self._forget(entry, MAX_LIFETIME)
+                return M_EXPIRED
+            if now - entry.idle_since >= self._max_idle_time and self._open > self._min_idle:
+                self._forget(entry, MAX_IDLE_TIME)
+                return M_EXPIRED
+            entry.in_use = True
+            if self._check is not None and now - entry.idle_since >= self._check_after:
+                return M_CHECK
+            return M_GOT
+        if self._reserve():
+            return M_CREATE
+        return M_NONE
+
+    cdef inline bint _fit(self, _Entry entry, double now):
+        """Whether an idle connection may be handed out as it is (what _pick calls M_GOT)."""
+        cdef double idle_for = now - entry.idle_since
+        return (
+            now < entry.expires_at
+            and (idle_for < self._max_idle_time or self._open <= self._min_idle)
+            and (self._check is None or idle_for < self._check_after)
+        )
+
+    cdef int _check_failed(self, _Entry entry) except -1:
+        """A connection failed its check: off the books (the caller closes it)."""
+        self._check_failures += 1
+        _c.check_failures += 1
+        self._forget(entry, NOT_COUNTED)
+        return 0
+
+    cdef _Entry _register(self, object conn, double now):
+        """Book a connection the factory made in this caller's slot; None when the pool
+        closed meanwhile (the caller closes it)."""
+        cdef _Entry entry = _Entry.__new__(
+            _Entry, conn, policy.lifetime_deadline(now, self._max_lifetime, self._jitter)
+        )
+        # --- critical section ---
+        self._pending -= 1
+        if self._closed:
+            if self._limit is not None:
+                self._limit.freed()
+            return None
+        if entry.key in self._entries:
+            self._create_failures += 1
+            self._slot_freed()
+            raise ValueError(f"factory returned {conn!r}, a connection the pool already holds")
+        self._entries[entry.key] = entry
+        self._open += 1
+        self._created += 1
+        self._last = entry
+        # --- end ---
+        _c.created += 1
+        return entry
+
+    cdef int _create_failed(self) except -1:
+        self._pending -= 1
+        self._create_failures += 1
+        self._slot_freed()
+        return 0
 
     cdef int _stamp(self, _Entry entry, double now) except -1:
         # Not in a critical section: capturing the stack runs Python code. The stack is set
@@ -550,28 +656,13 @@ cdef class Pool:
             # --- critical section ---
             if self._closed:
                 raise policy.pool_closed()
-            if self._n_idle:
-                entry = self._pop_mru()
-                if now >= entry.expires_at:
-                    self._forget(entry, MAX_LIFETIME)
+            mode = self._pick(now)
+            if mode == M_GOT or mode == M_CHECK or mode == M_EXPIRED:
+                entry = self._picked
+                self._picked = None
+                if mode == M_EXPIRED:
                     doomed = entry
-                    mode = M_EXPIRED
-                elif (
-                    now - entry.idle_since >= self._max_idle_time
-                    and self._open > self._min_idle
-                ):
-                    self._forget(entry, MAX_IDLE_TIME)
-                    doomed = entry
-                    mode = M_EXPIRED
-                else:
-                    entry.in_use = True
-                    if self._check is not None and now - entry.idle_since >= self._check_after:
-                        mode = M_CHECK
-                    else:
-                        mode = M_GOT
-            elif self._reserve():
-                mode = M_CREATE
-            else:
+            elif mode == M_NONE:
                 if self._limit is not None and self._open + self._pending < self._max_size:
                     # The keyed pool is full: make room by closing another key's least
                     # recently used idle connection, if it has one.
@@ -619,7 +710,7 @@ cdef class Pool:
             if mode == M_CREATE:
                 return self._create()
             if mode == M_ALLOCATE:
-                waiter = _Waiter.__new__(_Waiter)
+                waiter = _new_waiter()
                 now = self._now()
                 continue
             if mode == M_TIMEOUT:
@@ -655,11 +746,7 @@ cdef class Pool:
             raise
         if ok is None or ok:
             return True
-        # --- critical section ---
-        self._check_failures += 1
-        _c.check_failures += 1
-        self._forget(entry, NOT_COUNTED)
-        # --- end ---
+        self._check_failed(entry)  # a critical section
         _close_quietly(self._close, entry.conn)
         return False
 
@@ -681,31 +768,13 @@ cdef class Pool:
             self._grow_idle()
             conn = self._factory()
             now = self._now()
-            expires_at = policy.lifetime_deadline(now, self._max_lifetime, self._jitter)
         except BaseException:
-            # --- critical section ---
-            self._pending -= 1
-            self._create_failures += 1
-            self._slot_freed()
+            self._create_failed()  # a critical section
             raise
-        entry = _Entry.__new__(_Entry, conn, expires_at)
-        # --- critical section ---
-        self._pending -= 1
-        if self._closed:
-            if self._limit is not None:
-                self._limit.freed()
+        entry = self._register(conn, now)
+        if entry is None:
             _close_quietly(self._close, conn)
             raise policy.pool_closed()
-        if entry.key in self._entries:
-            self._create_failures += 1
-            self._slot_freed()
-            raise ValueError(f"factory returned {conn!r}, a connection the pool already holds")
-        self._entries[entry.key] = entry
-        self._open += 1
-        self._created += 1
-        self._last = entry
-        # --- end ---
-        _c.created += 1
         _c.acquires += 1
         _c.calls += 1
         if self._leak_timeout > 0.0:
@@ -947,11 +1016,18 @@ cdef class Pool:
     def close(self):
         """Close the pool: waiters get ``PoolClosed``, idle connections are closed now, those
         still out when they come back; later acquires raise ``PoolClosed``. Idempotent."""
-        cdef _Entry entry
         cdef list doomed = []
         # --- critical section ---
         if self._closed:
             return
+        self._shut(doomed)
+        # --- end ---
+        self._close_all(doomed)
+
+    cdef int _shut(self, list doomed) except -1:
+        """Mark the pool closed: waiters get CLOSED, idle entries go off the books into
+        ``doomed`` (the caller closes them)."""
+        cdef _Entry entry
         self._closed = True
         while self._waiters:
             (<_Waiter>self._waiters.popleft()).hand(_CLOSED)
@@ -959,8 +1035,7 @@ cdef class Pool:
             entry = self._pop_mru()
             self._forget(entry, POOL_CLOSED)
             doomed.append(entry)
-        # --- end ---
-        self._close_all(doomed)
+        return 0
 
     @property
     def closed(self):
@@ -1005,3 +1080,283 @@ def socket_is_alive(sock):
 
 
 KeyedPool, SocketPool = policy.make_keyed_pools(Pool, Limit, __name__, socket_is_alive)
+
+
+# ---- the books of fastio.aio's pool ---------------------------------------------------------
+
+cdef extern from *:
+    """
+    /* An awaitable that is done from birth: ``await`` gives its value at once, without a
+     * coroutine frame, a Future or the event loop (am_send returns it, 3.10+; the iterator
+     * protocol's StopIteration before). What fastio.aio's pool returns on its fast paths. */
+    typedef struct {
+        PyObject_HEAD
+        PyObject *value;
+    } fio_ready_object;
+
+    static PyTypeObject fio_ready_type;
+
+    static void fio_ready_dealloc(PyObject *self)
+    {
+        Py_XDECREF(((fio_ready_object *)self)->value);
+        PyObject_Free(self);
+    }
+
+    static PyObject *fio_ready_await(PyObject *self)
+    {
+        Py_INCREF(self);
+        return self;
+    }
+
+    static PyObject *fio_ready_next(PyObject *self)
+    {
+        PyObject *value = ((fio_ready_object *)self)->value;
+        PyObject *stop;
+        if (value == Py_None) {
+            PyErr_SetNone(PyExc_StopIteration);
+            return NULL;
+        }
+        stop = PyObject_CallOneArg(PyExc_StopIteration, value);
+        if (stop == NULL) return NULL;
+        PyErr_SetObject(PyExc_StopIteration, stop);
+        Py_DECREF(stop);
+        return NULL;
+    }
+
+    #if PY_VERSION_HEX >= 0x030A0000
+    static PySendResult fio_ready_send(PyObject *self, PyObject *arg, PyObject **result)
+    {
+        (void)arg;
+        *result = ((fio_ready_object *)self)->value;
+        Py_INCREF(*result);
+        return PYGEN_RETURN;
+    }
+    #endif
+
+    static PyObject *fio_ready_send_method(PyObject *self, PyObject *arg)
+    {
+        (void)arg;
+        return fio_ready_next(self);
+    }
+
+    static PyMethodDef fio_ready_methods[] = {
+        {"send", fio_ready_send_method, METH_O, "Finish: StopIteration with the value."},
+        {NULL, NULL, 0, NULL},
+    };
+
+    static PyAsyncMethods fio_ready_async = {
+        fio_ready_await, NULL, NULL,
+    #if PY_VERSION_HEX >= 0x030A0000
+        fio_ready_send,
+    #endif
+    };
+
+    static int fio_ready_init(void)
+    {
+        fio_ready_type.tp_name = "fastio.aio.ready";
+        fio_ready_type.tp_basicsize = sizeof(fio_ready_object);
+        fio_ready_type.tp_dealloc = fio_ready_dealloc;
+        fio_ready_type.tp_flags = Py_TPFLAGS_DEFAULT;
+        fio_ready_type.tp_doc = "An awaitable whose await returns its value at once.";
+        fio_ready_type.tp_as_async = &fio_ready_async;
+        fio_ready_type.tp_iter = PyObject_SelfIter;
+        fio_ready_type.tp_iternext = fio_ready_next;
+        fio_ready_type.tp_methods = fio_ready_methods;
+        return PyType_Ready(&fio_ready_type);
+    }
+
+    static PyObject *fio_ready_new(PyObject *value)
+    {
+        fio_ready_object *ready = PyObject_New(fio_ready_object, &fio_ready_type);
+        if (ready == NULL) return NULL;
+        Py_INCREF(value);
+        ready->value = value;
+        return (PyObject *)ready;
+    }
+    """
+    int fio_ready_init() except -1
+    object fio_ready_new(object value)
+
+
+fio_ready_init()
+cdef object _READY_NONE = fio_ready_new(None)  # no state: one serves every release
+
+
+cdef class AioPool(Pool):
+    """The books of ``fastio.aio.Pool``: the blocking pool's (limits, FIFO waiters, lifetimes,
+    checks, stats), with waiters that are futures, and the fast paths: ``acquire()`` of a
+    connection fit to hand out as it is and ``release()`` straight onto the idle stack
+    return an awaitable that is already done, touching neither a Future nor the loop.
+    Everything else goes to the subclass's coroutines ``_acquire_async(timeout)`` and
+    ``_release_async(conn, discard)``, which drive the books through the methods below (one
+    thread, the loop's, ever uses such a pool)."""
+
+    def acquire(self, timeout=None):
+        """Check out a connection: ``await pool.acquire()``."""
+        cdef _Entry entry
+        cdef double now
+        if timeout is None and self._n_idle and not self._closed:
+            now = self._now()
+            entry = <_Entry>PyList_GET_ITEM(self._idle, self._n_idle - 1)
+            if self._fit(entry, now):
+                self._pop_mru()
+                entry.in_use = True
+                self._last = entry
+                _c.acquires += 1
+                _c.calls += 1
+                return fio_ready_new(entry.conn)
+        return self._acquire_async(timeout)
+
+    def release(self, conn, *, bint discard=False):
+        """Return a connection: ``await pool.release(conn)``."""
+        cdef _Entry entry
+        cdef double now
+        entry = self._entry_of(conn)
+        if not entry.in_use:
+            raise ValueError(f"{conn!r} is not checked out from this pool")
+        if (
+            not discard
+            and self._reset is None
+            and not self._closed
+            and not self._waiters
+            and self._n_idle < self._max_idle
+        ):
+            now = self._now()
+            if now < entry.expires_at:
+                entry.in_use = False
+                entry.idle_since = now
+                self._push_mru(entry)
+                _c.releases += 1
+                return _READY_NONE
+        entry.in_use = False  # claimed: a second release meanwhile is refused
+        return self._release_async(conn, discard)
+
+    cdef _Entry _entry_of(self, object conn):
+        found = self._last
+        if found is None or (<_Entry>found).conn is not conn:
+            found = self._entries.get(PyLong_FromVoidPtr(<void *>conn))
+        else:
+            self._last = None
+        if found is None or (<_Entry>found).conn is not conn:
+            raise ValueError(f"{conn!r} is not checked out from this pool")
+        return <_Entry>found
+
+    # --- for the coroutines -----------------------------------------------------------------
+
+    def _step(self):
+        """One step of an acquire: ``("got", conn)``, ``("check", conn)`` (run the check, then
+        ``_checked``), ``("expired", conn)`` (off the books: close it), ``("create", None)``
+        (a slot is reserved: make one, then ``_made``) or ``("wait", None)``."""
+        cdef int mode
+        cdef _Entry entry
+        if self._closed:
+            raise policy.pool_closed()
+        mode = self._pick(self._now())
+        if mode == M_CREATE:
+            return ("create", None)
+        if mode == M_NONE:
+            return ("wait", None)
+        entry = self._picked
+        self._picked = None
+        if mode == M_GOT:
+            self._last = entry
+            _c.acquires += 1
+            _c.calls += 1
+            return ("got", entry.conn)
+        return ("check" if mode == M_CHECK else "expired", entry.conn)
+
+    def _checked(self, conn, bint ok):
+        """The check of ``conn`` passed (it is handed out) or failed (off the books)."""
+        cdef _Entry entry = self._entry_of(conn)
+        if ok:
+            self._last = entry
+            _c.acquires += 1
+            _c.calls += 1
+        else:
+            self._check_failed(entry)
+
+    def _broken(self, conn):
+        """``conn`` (in use) is given up on as broken: off the books."""
+        self._forget(self._entry_of(conn), BROKEN)
+
+    def _made(self, conn):
+        """Book what the factory made in the reserved slot: False when the pool closed
+        meanwhile (close it); ``ValueError`` for a connection the pool already holds."""
+        if self._register(conn, self._now()) is None:
+            return False
+        _c.acquires += 1
+        _c.calls += 1
+        return True
+
+    def _make_failed(self):
+        """The factory failed: the reserved slot goes to the next waiter."""
+        self._create_failed()
+
+    def _reserve_min_idle(self):
+        """Reserve a slot when fewer than ``min_idle`` are open or being made."""
+        if self._closed or self._open + self._pending >= self._min_idle:
+            return False
+        return self._reserve()
+
+    def _enqueue(self, future):
+        """Queue a waiter (last in line) whose ``future`` gets what it is handed."""
+        cdef _FutureWaiter waiter = _FutureWaiter.__new__(_FutureWaiter)
+        waiter.future = future
+        self._waiters.append(waiter)
+        return waiter
+
+    def _dequeue(self, waiter):
+        """A waiter left without taking anything (cancelled, past its deadline)."""
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+
+    def _waited(self, double seconds):
+        self._wait_count += 1
+        self._wait_duration += seconds
+        _c.waits += 1
+        _c.wait_ns += <unsigned long long>(seconds * 1e9)
+
+    def _give_back(self, result):
+        """A waiter was handed ``result`` but cannot take it (cancelled): pass it on. Returns
+        a connection to close, or None."""
+        cdef _Entry doomed
+        if result is _SLOT:
+            self._pending -= 1
+            self._slot_freed()
+            return None
+        if result is _CLOSED:
+            return None
+        doomed = self._put_back(self._entry_of(result), False, self._now())
+        return None if doomed is None else doomed.conn
+
+    def _return(self, conn, bint discard):
+        """A claimed connection comes back (after its reset): to a waiter, the idle stack or
+        off the books (then it is returned, to be closed)."""
+        cdef _Entry doomed = self._put_back(self._entry_of(conn), discard, self._now())
+        _c.releases += 1
+        return None if doomed is None else doomed.conn
+
+    def _close_books(self):
+        """Close the books (see ``close``); returns the idle connections to close."""
+        cdef list doomed = []
+        cdef _Entry entry
+        if self._closed:
+            return []
+        self._shut(doomed)
+        return [entry.conn for entry in doomed]
+
+    def _timeout_error(self, double budget):
+        return self._timeout(budget)
+
+    def stats(self):
+        """A ``PoolStats`` snapshot (waiters that were cancelled or timed out, and not yet
+        gone from the line, do not count as waiting)."""
+        cdef _FutureWaiter waiter
+        snapshot = self._snapshot()
+        waiting = 0
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiting += 1
+        if waiting != snapshot.waiting:
+            snapshot = dataclasses.replace(snapshot, waiting=waiting)
+        return snapshot

@@ -4,11 +4,12 @@ one ``threading.Lock`` (shared by every key's pool under a ``KeyedPool``).
 Idle connections are a most-recently-used stack; waiters are served first come, first served,
 each blocking on its own lock and handed the connection (or a free slot, or the news that the
 pool closed) directly by whoever frees it. Factories, checks, resets and closes run outside
-the lock.
+the lock. ``AioPool`` is the same books for ``fastio.aio.Pool``, with waiters that are futures.
 """
 
 import _thread
 import collections
+import dataclasses
 import math
 import threading
 import time
@@ -68,6 +69,29 @@ class _Waiter:
         self.lock = _thread.allocate_lock()
         self.lock.acquire()
         self.result = None
+
+    def hand(self, result):
+        """Take ``result`` (True), or refuse it (False: the pool offers it to the next)."""
+        self.result = result
+        self.lock.release()
+        return True
+
+
+class _FutureWaiter:
+    """A waiting ``fastio.aio`` acquire: its future gets the connection (not the entry), a
+    free slot or the news that the pool closed. A future already done (cancelled, or past its
+    deadline) refuses, and the pool offers the result to the next waiter: nothing is lost."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future):
+        self.future = future
+
+    def hand(self, result):
+        if self.future.done():
+            return False
+        self.future.set_result(result.conn if isinstance(result, _Entry) else result)
+        return True
 
 
 class Limit:
@@ -182,6 +206,7 @@ class Pool:
         lifetime_jitter=0.05,
         clock=None,
         _limit=None,
+        _track=True,
     ):
         config = policy.pool_config(
             factory,
@@ -221,9 +246,10 @@ class Pool:
         # cannot deadlock the thread on it (see release: such a release is deferred).
         self._lock = _limit.lock if _limit is not None else threading.RLock()
         self._reset_state()
-        policy.track(self, every=policy.housekeeping_every(config))
-        if self._min_idle:
-            self._fill(self._min_idle)
+        if _track:  # not for fastio.aio's pools: their chores are coroutines, on their loop
+            policy.track(self, every=policy.housekeeping_every(config))
+            if self._min_idle:
+                self._fill(self._min_idle)
 
     def _reset_state(self):
         self._idle = []  # MRU stack of _Entry: the top is the most recently returned
@@ -262,15 +288,23 @@ class Pool:
         _count["closed"] += 1
         self._slot_freed()
 
+    def _hand(self, result):
+        """Give ``result`` to the oldest waiter that takes it; False when none did."""
+        waiters = self._waiters
+        while waiters:
+            if waiters.popleft().hand(result):
+                return True
+        return False
+
     def _slot_freed(self):
         """A slot (an open connection or one being created) went away: hand it to the oldest
         waiter, or to the keyed pool's next key waiting for room."""
         if not self._closed and self._waiters:
-            waiter = self._waiters.popleft()
             self._pending += 1
-            waiter.result = SLOT
-            waiter.lock.release()
-        elif self._limit is not None:
+            if self._hand(SLOT):
+                return
+            self._pending -= 1
+        if self._limit is not None:
             self._limit.freed()
 
     def _wants_room(self):
@@ -283,11 +317,11 @@ class Pool:
         """The keyed pool's global limit has room for this key: give it to our oldest waiter."""
         if not self._wants_room():
             return False
-        waiter = self._waiters.popleft()
         self._pending += 1
-        waiter.result = SLOT
-        waiter.lock.release()
-        return True
+        if self._hand(SLOT):
+            return True
+        self._pending -= 1
+        return False
 
     def _unwant(self):
         """A waiter left: it no longer wants room under the keyed pool's global limit."""
@@ -316,22 +350,96 @@ class Pool:
             why = _POOL_CLOSED
         elif now >= entry.expires_at:
             why = _MAX_LIFETIME
-        elif self._waiters:
-            waiter = self._waiters.popleft()
-            entry.in_use = True
-            waiter.result = entry
-            waiter.lock.release()
-            return None
-        elif len(self._idle) >= self._max_idle or (
-            self._limit is not None and self._limit.wanted()
-        ):
-            why = _MAX_IDLE
         else:
-            entry.idle_since = now
-            self._idle.append(entry)
-            return None
+            if self._waiters:
+                entry.in_use = True
+                if self._hand(entry):
+                    return None
+                entry.in_use = False
+            if len(self._idle) >= self._max_idle or (
+                self._limit is not None and self._limit.wanted()
+            ):
+                why = _MAX_IDLE
+            else:
+                entry.idle_since = now
+                self._idle.append(entry)
+                return None
         self._forget(entry, why)
         return entry
+
+    def _pick(self, now):
+        """One step of an acquire (lock held): ``("got" | "check", entry)`` (the top idle
+        connection, now in use; "check" when it needs a check), ``("expired", entry)`` (given
+        up on: off the books, to be closed), ``("create", None)`` (a slot is reserved) or
+        ``(None, None)``."""
+        idle = self._idle
+        if idle:
+            entry = idle.pop()
+            if now >= entry.expires_at:
+                self._forget(entry, _MAX_LIFETIME)
+                return ("expired", entry)
+            if now - entry.idle_since >= self._max_idle_time and self._open > self._min_idle:
+                self._forget(entry, _MAX_IDLE_TIME)
+                return ("expired", entry)
+            entry.in_use = True
+            if self._check is not None and now - entry.idle_since >= self._check_after:
+                return ("check", entry)
+            return ("got", entry)
+        if self._reserve():
+            return ("create", None)
+        return (None, None)
+
+    def _fit(self, entry, now):
+        """Whether an idle connection may be handed out as it is (what _pick calls "got")."""
+        idle_for = now - entry.idle_since
+        return (
+            now < entry.expires_at
+            and (idle_for < self._max_idle_time or self._open <= self._min_idle)
+            and (self._check is None or idle_for < self._check_after)
+        )
+
+    def _check_failed(self, entry):
+        """A connection failed its check: off the books (lock held; the caller closes it)."""
+        self._check_failures += 1
+        self._forget(entry, None)
+        _count["check_failures"] += 1
+
+    def _register(self, conn, now):
+        """Book a connection the factory made in this caller's slot (lock held); None when
+        the pool closed meanwhile (the caller closes it)."""
+        self._pending -= 1
+        if self._closed:
+            if self._limit is not None:
+                self._limit.freed()
+            return None
+        if id(conn) in self._entries:
+            self._create_failures += 1
+            self._slot_freed()
+            raise ValueError(f"factory returned {conn!r}, a connection the pool already holds")
+        entry = _Entry(conn, policy.lifetime_deadline(now, self._max_lifetime, self._jitter))
+        self._entries[entry.key] = entry
+        self._open += 1
+        self._created += 1
+        _count["created"] += 1
+        return entry
+
+    def _create_failed(self):
+        self._pending -= 1
+        self._create_failures += 1
+        self._slot_freed()
+
+    def _shut(self):
+        """Mark the pool closed (lock held): waiters get CLOSED; returns the idle entries,
+        now off the books (the caller closes them)."""
+        self._closed = True
+        while self._waiters:
+            self._waiters.popleft().hand(CLOSED)
+        doomed = []
+        while self._idle:
+            entry = self._idle.pop()
+            self._forget(entry, _POOL_CLOSED)
+            doomed.append(entry)
+        return doomed
 
     def _stamp(self, entry, now):
         if self._leak_timeout:
@@ -383,48 +491,30 @@ class Pool:
                 if self._closed:
                     raise policy.pool_closed()
                 now = self._clock()
-                idle = self._idle
-                while idle:
-                    entry = idle.pop()
-                    if now >= entry.expires_at:
-                        self._forget(entry, _MAX_LIFETIME)
-                    elif (
-                        now - entry.idle_since >= self._max_idle_time
-                        and self._open > self._min_idle
-                    ):
-                        self._forget(entry, _MAX_IDLE_TIME)
-                    else:
-                        entry.in_use = True
-                        check = self._check is not None and (
-                            now - entry.idle_since >= self._check_after
-                        )
-                        mode = "check" if check else "got"
-                        break
+                mode, entry = self._pick(now)
+                while mode == "expired":
                     doomed.append(entry)
-                    entry = None
+                    mode, entry = self._pick(now)
                 if mode is None:
-                    if self._reserve():
+                    stolen = None
+                    if self._limit is not None and self._open + self._pending < self._max_size:
+                        # The keyed pool is full: make room by closing another key's
+                        # least recently used idle connection, if it has one.
+                        stolen = self._limit.steal(self)
+                        if stolen is not None:
+                            doomed.append(stolen)
+                    if stolen is not None and self._reserve():
                         mode = "create"
+                    elif budget == 0.0:
+                        mode = "timeout"
                     else:
-                        stolen = None
-                        if self._limit is not None and self._open + self._pending < self._max_size:
-                            # The keyed pool is full: make room by closing another key's
-                            # least recently used idle connection, if it has one.
-                            stolen = self._limit.steal(self)
-                            if stolen is not None:
-                                doomed.append(stolen)
-                        if stolen is not None and self._reserve():
-                            mode = "create"
-                        elif budget == 0.0:
-                            mode = "timeout"
-                        else:
-                            waiter = _Waiter()
-                            self._waiters.append(waiter)
-                            if self._limit is not None and (
-                                self._open + self._pending < self._max_size
-                            ):
-                                self._limit.wanting.append(self)
-                            mode = "wait"
+                        waiter = _Waiter()
+                        self._waiters.append(waiter)
+                        if self._limit is not None and (
+                            self._open + self._pending < self._max_size
+                        ):
+                            self._limit.wanting.append(self)
+                        mode = "wait"
                 if mode == "got":
                     self._stamp(entry, now)
                     _count["acquires"] += 1
@@ -473,9 +563,7 @@ class Pool:
         if ok is None or ok:
             return True
         with self._lock:
-            self._check_failures += 1
-            self._forget(entry, None)
-        _count["check_failures"] += 1
+            self._check_failed(entry)
         policy.close_quietly(self._close, entry.conn)
         return False
 
@@ -485,34 +573,16 @@ class Pool:
             conn = self._factory()
         except BaseException:
             with self._lock:
-                self._pending -= 1
-                self._create_failures += 1
-                self._slot_freed()
+                self._create_failed()
             raise
         with self._lock:
-            self._pending -= 1
-            if self._closed:
-                if self._limit is not None:
-                    self._limit.freed()
-                closed = True
-            elif id(conn) in self._entries:
-                self._create_failures += 1
-                self._slot_freed()
-                raise ValueError(f"factory returned {conn!r}, a connection the pool already holds")
-            else:
-                closed = False
-                now = self._clock()
-                entry = _Entry(
-                    conn, policy.lifetime_deadline(now, self._max_lifetime, self._jitter)
-                )
-                self._entries[entry.key] = entry
-                self._open += 1
-                self._created += 1
+            now = self._clock()
+            entry = self._register(conn, now)
+            if entry is not None:
                 self._stamp(entry, now)
-        if closed:
+        if entry is None:
             policy.close_quietly(self._close, conn)
             raise policy.pool_closed()
-        _count["created"] += 1
         _count["acquires"] += 1
         _count["calls"] += 1
         return conn
@@ -765,16 +835,7 @@ class Pool:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
-            while self._waiters:
-                waiter = self._waiters.popleft()
-                waiter.result = CLOSED
-                waiter.lock.release()
-            doomed = []
-            while self._idle:
-                entry = self._idle.pop()
-                self._forget(entry, _POOL_CLOSED)
-                doomed.append(entry)
+            doomed = self._shut()
         for entry in doomed:
             policy.close_quietly(self._close, entry.conn)
 
@@ -810,3 +871,189 @@ def socket_is_alive(sock):
 
 
 KeyedPool, SocketPool = policy.make_keyed_pools(Pool, Limit, __name__, socket_is_alive)
+
+
+# ---- the books of fastio.aio's pool ---------------------------------------------------------
+
+
+class _Ready:
+    """An awaitable done from birth: ``await`` gives its value at once (no Future, no loop)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __await__(self):
+        yield from ()  # a generator that returns at its first step
+        return self.value
+
+
+_READY_NONE = _Ready(None)
+
+
+class AioPool(Pool):
+    """The books of ``fastio.aio.Pool``: the blocking pool's (limits, FIFO waiters, lifetimes,
+    checks, stats), with waiters that are futures, and the fast paths: ``acquire()`` of a
+    connection fit to hand out as it is (one coroutine that never suspends) and
+    ``release()`` straight onto the idle stack (an awaitable already done), touching neither
+    a new Future nor the loop. Everything else goes to the subclass's coroutines
+    ``_acquire_async(timeout)`` and ``_release_async(conn, discard)``, which drive the books
+    through the methods below. One thread, the loop's, ever uses such a pool: no lock is
+    taken."""
+
+    async def acquire(self, timeout=None):
+        """Check out a connection: ``await pool.acquire()`` (one coroutine: in pure Python
+        that is cheaper than any awaitable object)."""
+        idle = self._idle
+        if timeout is None and idle and not self._closed:
+            entry = idle[-1]
+            now = self._clock()
+            idle_for = now - entry.idle_since
+            if (
+                now < entry.expires_at
+                and (idle_for < self._max_idle_time or self._open <= self._min_idle)
+                and (self._check is None or idle_for < self._check_after)
+            ):  # _fit, inline
+                idle.pop()
+                entry.in_use = True
+                _count["acquires"] += 1
+                _count["calls"] += 1
+                return entry.conn
+        return await self._acquire_async(timeout)
+
+    def release(self, conn, *, discard=False):
+        """Return a connection: ``await pool.release(conn)``."""
+        entry = self._entries.get(id(conn))
+        if entry is None or entry.conn is not conn or not entry.in_use:
+            raise ValueError(f"{conn!r} is not checked out from this pool")
+        if (
+            not discard
+            and self._reset is None
+            and not self._closed
+            and not self._waiters
+            and len(self._idle) < self._max_idle
+        ):
+            now = self._clock()
+            if now < entry.expires_at:
+                entry.in_use = False
+                entry.idle_since = now
+                self._idle.append(entry)
+                _count["releases"] += 1
+                return self._released
+        entry.in_use = False  # claimed: a second release meanwhile is refused
+        return self._release_async(conn, discard)
+
+    # What a release that already happened returns: fastio.aio puts a finished asyncio Future
+    # here (cheaper to await than anything this module can make without importing asyncio).
+    _released = _READY_NONE
+
+    def _entry_of(self, conn):
+        entry = self._entries.get(id(conn))
+        if entry is None or entry.conn is not conn:
+            raise ValueError(f"{conn!r} is not checked out from this pool")
+        return entry
+
+    # --- for the coroutines -----------------------------------------------------------------
+
+    def _step(self):
+        """One step of an acquire: ``("got", conn)``, ``("check", conn)`` (run the check, then
+        ``_checked``), ``("expired", conn)`` (off the books: close it), ``("create", None)``
+        (a slot is reserved: make one, then ``_made``) or ``("wait", None)``."""
+        if self._closed:
+            raise policy.pool_closed()
+        mode, entry = self._pick(self._clock())
+        if mode is None:
+            return ("wait", None)
+        if entry is None:
+            return (mode, None)
+        if mode == "got":
+            _count["acquires"] += 1
+            _count["calls"] += 1
+        return (mode, entry.conn)
+
+    def _checked(self, conn, ok):
+        """The check of ``conn`` passed (it is handed out) or failed (off the books)."""
+        entry = self._entry_of(conn)
+        if ok:
+            _count["acquires"] += 1
+            _count["calls"] += 1
+        else:
+            self._check_failed(entry)
+
+    def _broken(self, conn):
+        """``conn`` (in use) is given up on as broken: off the books."""
+        self._forget(self._entry_of(conn), _BROKEN)
+
+    def _made(self, conn):
+        """Book what the factory made in the reserved slot: False when the pool closed
+        meanwhile (close it); ``ValueError`` for a connection the pool already holds."""
+        if self._register(conn, self._clock()) is None:
+            return False
+        _count["acquires"] += 1
+        _count["calls"] += 1
+        return True
+
+    def _make_failed(self):
+        """The factory failed: the reserved slot goes to the next waiter."""
+        self._create_failed()
+
+    def _reserve_min_idle(self):
+        """Reserve a slot when fewer than ``min_idle`` are open or being made."""
+        if self._closed or self._open + self._pending >= self._min_idle:
+            return False
+        return self._reserve()
+
+    def _enqueue(self, future):
+        """Queue a waiter (last in line) whose ``future`` gets what it is handed."""
+        waiter = _FutureWaiter(future)
+        self._waiters.append(waiter)
+        return waiter
+
+    def _dequeue(self, waiter):
+        """A waiter left without taking anything (cancelled, past its deadline)."""
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+
+    def _waited(self, seconds):
+        self._wait_count += 1
+        self._wait_duration += seconds
+        _count["waits"] += 1
+        _count["wait_ns"] += int(seconds * 1e9)
+
+    def _give_back(self, result):
+        """A waiter was handed ``result`` but cannot take it (cancelled): pass it on. Returns
+        a connection to close, or None."""
+        if result is SLOT:
+            self._pending -= 1
+            self._slot_freed()
+            return None
+        if result is CLOSED:
+            return None
+        doomed = self._put_back(self._entry_of(result), False, self._clock())
+        return None if doomed is None else doomed.conn
+
+    def _return(self, conn, discard):
+        """A claimed connection comes back (after its reset): to a waiter, the idle stack or
+        off the books (then it is returned, to be closed)."""
+        doomed = self._put_back(self._entry_of(conn), discard, self._clock())
+        _count["releases"] += 1
+        return None if doomed is None else doomed.conn
+
+    def _close_books(self):
+        """Close the books (see ``close``); returns the idle connections to close."""
+        if self._closed:
+            return []
+        return [entry.conn for entry in self._shut()]
+
+    def _timeout_error(self, budget):
+        return self._timeout(budget)
+
+    def stats(self):
+        """A ``PoolStats`` snapshot (waiters that were cancelled or timed out, and not yet
+        gone from the line, do not count as waiting)."""
+        snapshot = self._snapshot()
+        waiting = sum(1 for waiter in self._waiters if not waiter.future.done())
+        if waiting != snapshot.waiting:
+            snapshot = dataclasses.replace(snapshot, waiting=waiting)
+        return snapshot

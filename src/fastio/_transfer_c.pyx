@@ -18,6 +18,7 @@ from libc.stdio cimport SEEK_CUR, SEEK_SET
 from libc.string cimport memset
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 from fastio._compat cimport (
     FIO_PRIM_TRANSFER,
@@ -92,6 +93,7 @@ cdef extern from "fastio_relay.h" nogil:
     ctypedef struct fio_relay:
         fio_relay_dir d[2]
         int idle_ms
+        int stop_fd
         double last_progress
         int err
         unsigned long long syscalls
@@ -104,6 +106,9 @@ cdef extern from "fastio_relay.h" nogil:
         int check_ms
         double last_check
     int fio_relay_run(fio_relay *r)
+    void fio_relay_settle(fio_relay *r)
+    size_t fio_relay_held(const fio_relay_dir *d)
+    int fio_relay_take(fio_relay_dir *d, char *out, size_t n)
 
 cdef extern from *:
     """
@@ -928,6 +933,21 @@ def relay(a, b, *, idle_timeout=None):
     ``TimeoutError``. Returns ``(bytes a to b, bytes b to a)``; errors carry that pair in
     ``.transferred``. The native twin runs the whole loop in C without the GIL.
     """
+    return _relay(a, b, idle_timeout, -1)[:2]
+
+
+def relay_until(a, b, idle_timeout, int stop_fd):
+    """``relay`` that also stops when ``stop_fd`` becomes readable (``fastio.aio.relay`` runs
+    it in a thread of its own and closes the write end of that pipe to cancel it). Returns
+    ``(a to b, b to a, unsent)``: ``unsent`` is None when the relay ended by itself, else the
+    bytes it had taken and the destinations did not take at once when it stopped
+    ``(for b, for a)``: nothing is lost."""
+    if stop_fd < 0:
+        raise ValueError(f"stop_fd must be a file descriptor, got {stop_fd}")
+    return _relay(a, b, idle_timeout, stop_fd)
+
+
+cdef tuple _relay(a, b, idle_timeout, int stop_fd):
     cdef double idle = check_timeout(idle_timeout, "idle_timeout")
     cdef int fa = _relay_fd(a)
     cdef int fb = _relay_fd(b)
@@ -937,10 +957,15 @@ def relay(a, b, *, idle_timeout=None):
     cdef long caps[2]
     cdef int was_nonblocking[2]
     cdef list buffers = [None, None]
+    cdef object unsent = None
+    cdef list held
+    cdef size_t n
     if fa == fb:
         raise ValueError("relay needs two different sockets")
     memset(&r, 0, sizeof(r))
     r.idle_ms = -1 if idle < 0.0 else <int>(idle * 1000.0 + 0.999)
+    r.stop_fd = stop_fd
+
     C.calls += 1
     pipes[0][0] = pipes[0][1] = pipes[1][0] = pipes[1][1] = -1
     was_nonblocking[0] = was_nonblocking[1] = -1
@@ -970,9 +995,21 @@ def relay(a, b, *, idle_timeout=None):
                 rc = fio_relay_run(&r)
             if rc == 0:
                 break
+            if rc == -3:
+                with nogil:
+                    fio_relay_settle(&r)
+                held = []
+                for i in range(2):
+                    n = fio_relay_held(&r.d[i])
+                    data = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
+                    if n and fio_relay_take(&r.d[i], PyBytes_AS_STRING(data), n) < 0:
+                        raise error_from_errno(errno, 0)
+                    held.append(data)
+                unsent = tuple(held)
+                break
             if rc == -2:
                 raise timeout_error(0)
-            if rc == -3 or r.err == EINTR:
+            if rc == -4 or r.err == EINTR:
                 run_signal_handlers(0)
                 continue
             raise error_from_errno(r.err, 0)
@@ -997,4 +1034,4 @@ def relay(a, b, *, idle_timeout=None):
         C.splice_bytes += r.splice_bytes
         C.loop_bytes += r.loop_bytes
         C.bytes += r.d[0].moved + r.d[1].moved
-    return (r.d[0].moved, r.d[1].moved)
+    return (r.d[0].moved, r.d[1].moved, unsent)

@@ -721,6 +721,52 @@ def relay(a, b, *, idle_timeout=None):
     ``TimeoutError``. Returns ``(bytes a to b, bytes b to a)``; errors carry that pair in
     ``.transferred``. The native twin runs the whole loop in C without the GIL.
     """
+    return _relay(a, b, idle_timeout, -1)[:2]
+
+
+def relay_until(a, b, idle_timeout, stop_fd):
+    """``relay`` that also stops when ``stop_fd`` becomes readable (``fastio.aio.relay`` runs
+    it in a thread of its own and closes the write end of that pipe to cancel it). Returns
+    ``(a to b, b to a, unsent)``: ``unsent`` is None when the relay ended by itself, else the
+    bytes it had taken and the destinations did not take at once when it stopped
+    ``(for b, for a)``: nothing is lost."""
+    if stop_fd < 0:
+        raise ValueError(f"stop_fd must be a file descriptor, got {stop_fd}")
+    return _relay(a, b, idle_timeout, stop_fd)
+
+
+_STOP_EVERY = 16  # passes between looks at the stop fd while bytes keep moving
+
+
+def _stopped(stop_fd):
+    poller = select.poll()
+    poller.register(stop_fd, select.POLLIN)
+    _counters.syscalls += 1
+    return bool(_calls.poll(poller, 0))
+
+
+def _settle(dirs):
+    """After a stop: deliver what the destinations take at once; return what stays held."""
+    unsent = []
+    for d in dirs:
+        while d.end > d.start:
+            try:
+                k = _calls.write(d.dst, d.view[d.start : d.end])
+            except InterruptedError:
+                continue
+            except OSError:
+                break
+            _counters.syscalls += 1
+            _counters.bytes += k
+            _counters.loop_bytes += k
+            d.moved += k
+            d.start += k
+        unsent.append(bytes(d.view[d.start : d.end]))
+        d.start = d.end = 0
+    return tuple(unsent)
+
+
+def _relay(a, b, idle_timeout, stop_fd):
     idle = _policy.check_timeout(idle_timeout, "idle_timeout")
     fa = _relay_fd(a)
     fb = _relay_fd(b)
@@ -732,8 +778,13 @@ def relay(a, b, *, idle_timeout=None):
     os.set_blocking(fa, False)
     os.set_blocking(fb, False)
     last = time.monotonic()
+    passes = 0
     try:
         while not (dirs[0].shut and dirs[1].shut):
+            passes += 1
+            if stop_fd >= 0 and passes % _STOP_EVERY == 0 and _stopped(stop_fd):
+                unsent = _settle(dirs)  # first: it delivers what it can
+                return (*_moved(dirs), unsent)
             progress = False
             want = {fa: 0, fb: 0}
             for d in dirs:
@@ -785,13 +836,18 @@ def relay(a, b, *, idle_timeout=None):
             for fd, events in want.items():
                 if events:
                     poller.register(fd, events)
+            if stop_fd >= 0:
+                poller.register(stop_fd, select.POLLIN)
             if idle >= 0.0:
                 left = last + idle - time.monotonic()
-                if left <= 0.0 or not _calls.poll(poller, max(1, int(left * 1000.0 + 0.999))):
-                    if time.monotonic() - last >= idle:
-                        raise _policy.timeout_error(0)
+                ready = left > 0.0 and _calls.poll(poller, max(1, int(left * 1000.0 + 0.999)))
+                if not ready and time.monotonic() - last >= idle:
+                    raise _policy.timeout_error(0)
             else:
-                _calls.poll(poller)
+                ready = _calls.poll(poller)
+            if stop_fd >= 0 and ready and any(fd == stop_fd for fd, _ in ready):
+                unsent = _settle(dirs)  # first: it delivers what it can
+                return (*_moved(dirs), unsent)
     except BaseException as exc:
         exc.transferred = (dirs[0].moved, dirs[1].moved)
         if isinstance(exc, BlockingIOError):
@@ -805,4 +861,8 @@ def relay(a, b, *, idle_timeout=None):
                 pass
         for d in dirs:
             _buffer_put(d.buffer)
+    return (*_moved(dirs), None)
+
+
+def _moved(dirs):
     return (dirs[0].moved, dirs[1].moved)

@@ -13,7 +13,11 @@ twin (native or Python); nothing here blocks the loop.
   must be non-blocking (``sock.setblocking(False)``, as asyncio's ``sock_*`` methods want);
   a blocking socket or fd is a ``ValueError``. An exception carries the progress of the
   whole await in ``.transferred``; a cancelled ``sendfile`` leaves the file position after
-  the last byte sent.
+  the last byte sent. ``relay`` is the exception to "call and wait for readiness": it runs
+  ``fastio.relay``'s whole loop (zero-copy, in C without the GIL) on a thread of its own and
+  awaits its end; a cancellation stops that loop through a pipe it polls, and the bytes it
+  had taken and could not deliver at once come back in the ``CancelledError``'s
+  ``.unsent``.
 - ``BatchWriter(sock, ...)``: ``write``/``writelines`` as ``fastio.BatchWriter``;
   ``await drain()`` flushes and, while more than the high water mark is pending, waits until
   the kernel took the writer down to the low water mark (asyncio's ``StreamWriter`` marks:
@@ -27,20 +31,24 @@ twin (native or Python); nothing here blocks the loop.
 - ``Pool(factory, ...)`` where ``factory`` is a coroutine function: ``fastio.Pool``'s limits,
   FIFO waiters, checks, lifetimes, stats and close for coroutines (``await acquire()``,
   ``await release(conn)``, ``async with pool.connection() as conn``). A cancelled acquire
-  that raced a release hands the connection to the next waiter; no slot leaks.
+  that raced a release hands the connection to the next waiter; no slot leaks. The books
+  are the live twin's blocking pool's (``AioPool``, its subclass whose waiters are futures);
+  an acquire of an idle connection fit to hand out and a release straight back onto the
+  idle stack are synchronous underneath: they return an awaitable already done, without a
+  coroutine, a Future or the loop.
 
 Timeouts are the caller's: ``asyncio.wait_for`` or ``asyncio.timeout()`` (3.11+) cancel the
 await, with the guarantees above.
 """
 
 import asyncio
-import collections
 import errno
 import inspect
 import os
 import select
 import socket
 import stat
+import threading
 import types
 import weakref
 from time import monotonic as _monotonic
@@ -179,14 +187,6 @@ def _add_progress(exc, before):
     return exc
 
 
-def _shutdown_write(sock):
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    except OSError as exc:
-        if exc.errno != errno.ENOTCONN:  # the peer is already gone: nothing to pass on
-            raise
-
-
 # ---- the adapters, bound to one twin --------------------------------------------------------
 
 
@@ -197,10 +197,8 @@ def _aio_for(twin):
     t_splice = twin.splice
     t_copy = twin.copy
 
-    async def _pump(call, src, dst, src_fd, dst_fd, count, progress=None, clock=None):
-        """Call ``call(src, dst, count)`` until it finishes, waiting whenever it would block;
-        ``progress`` (a one-item list) follows the bytes moved as they move, ``clock`` (a
-        one-item list) the time of the last move."""
+    async def _pump(call, src, dst, src_fd, dst_fd, count):
+        """Call ``call(src, dst, count)`` until it finishes, waiting whenever it would block."""
         total = 0
         while True:
             try:
@@ -208,10 +206,6 @@ def _aio_for(twin):
             except BlockingIOError as exc:
                 n = exc.characters_written
                 total += n
-                if progress is not None:
-                    progress[0] += n
-                    if n and clock is not None:
-                        clock[0] = _monotonic()
                 if count is not None:
                     count -= n
                     if count == 0:
@@ -222,15 +216,9 @@ def _aio_for(twin):
                     _add_progress(stop, total)
                     raise
             except BaseException as exc:
-                if progress is not None:
-                    moved = getattr(exc, "transferred", None)
-                    if isinstance(moved, int):  # what the failing call moved still counts
-                        progress[0] += moved
                 _add_progress(exc, total)
                 raise
             else:
-                if progress is not None:
-                    progress[0] += n
                 return total + n
 
     async def sendfile(sock, file, offset=None, count=None):
@@ -282,9 +270,7 @@ def _aio_for(twin):
         dst_fd = _endpoint_fd(dst, "dst")
         return await _pump(t_copy, src, dst, src_fd, dst_fd, count)
 
-    async def _direction(src, dst, src_fd, dst_fd, moved, clock):
-        await _pump(t_splice, src, dst, src_fd, dst_fd, None, moved, clock)
-        _shutdown_write(dst)  # pass the EOF on (half-close); the other way keeps flowing
+    relay_until = _impl.twin_module("transfer", twin.IMPLEMENTATION).relay_until
 
     async def relay(a, b, *, idle_timeout=None):
         """Relay two connected non-blocking stream sockets both ways until both reached EOF.
@@ -292,8 +278,16 @@ def _aio_for(twin):
         An EOF one way is passed on with ``shutdown(SHUT_WR)`` while the other way keeps
         flowing; ``idle_timeout`` ends a relay in which nothing moved for that long with
         ``TimeoutError``. Returns ``(bytes a to b, bytes b to a)``; an exception (and a
-        cancellation) carries that pair in ``.transferred``. Bytes are peeked and consumed
-        only once delivered, so a cancelled relay leaves undelivered bytes in the socket.
+        cancellation) carries that pair in ``.transferred``.
+
+        The whole loop is ``fastio.relay``'s (zero-copy splice through a pipe, in C without
+        the GIL for the native twin), run on a thread of its own; the await ends when it
+        does. Cancelling the await stops that loop at once (a pipe it polls is closed) and
+        waits until it let go of the sockets; the bytes it had taken are delivered if the
+        destination takes them at once, and what it still held comes with the
+        ``CancelledError`` in ``.unsent`` ``(bytes for b, bytes for a)``: nothing is lost.
+        (The caller that awaited ``relay`` sees that exception; before Python 3.11 a task's
+        other awaiters get a fresh ``CancelledError`` without these attributes.)
         """
         if idle_timeout is not None:
             if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)):
@@ -309,35 +303,66 @@ def _aio_for(twin):
         for sock, name in ((a, "a"), (b, "b")):
             if sock.type != socket.SOCK_STREAM:
                 raise ValueError(f"relay needs connected stream sockets; {name} is not one")
-        ab, ba = [0], [0]
-        clock = [_monotonic()]
-        tasks = (
-            asyncio.ensure_future(_direction(a, b, fa, fb, ab, clock)),
-            asyncio.ensure_future(_direction(b, a, fb, fa, ba, clock)),
-        )
+        loop = _get_loop()
+        outcome = []
+        wakeup = [loop.create_future()]
+
+        def finished(result):  # on the loop
+            outcome.append(result)
+            _wake(wakeup[0])
+
+        # Closing stop_w is the stop signal (its read end turns readable); the thread closes
+        # stop_r when it is done with it, the coroutine closes stop_w on every way out.
+        stop_r, stop_w = os.pipe()
+
+        def run():
+            try:
+                result = (True, relay_until(a, b, idle_timeout, stop_r))
+            except BaseException as exc:  # carried to the awaiting coroutine
+                result = (False, exc)
+            finally:
+                os.close(stop_r)
+            try:
+                loop.call_soon_threadsafe(finished, result)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
         try:
-            pending = set(tasks)
-            while pending:
-                wait = None
-                if idle_timeout is not None:
-                    wait = max(0.0, clock[0] + idle_timeout - _monotonic())
-                done, pending = await asyncio.wait(
-                    pending, timeout=wait, return_when=asyncio.FIRST_EXCEPTION
-                )
-                for task in done:
-                    exc = task.exception()
-                    if exc is not None:
-                        raise exc
-                if pending and idle_timeout is not None and _monotonic() - clock[0] >= idle_timeout:
-                    raise TimeoutError(errno.ETIMEDOUT, "relay idle timeout")
-        except BaseException as exc:
-            for task in tasks:
-                task.cancel()
-            # the directions remove their readers and writers before the error goes out
-            await asyncio.gather(*tasks, return_exceptions=True)
-            exc.transferred = (ab[0], ba[0])
+            threading.Thread(target=run, name="fastio-aio-relay", daemon=True).start()
+        except BaseException:
+            os.close(stop_r)
+            os.close(stop_w)
             raise
-        return (ab[0], ba[0])
+        try:
+            await wakeup[0]
+        except asyncio.CancelledError as exc:
+            os.close(stop_w)
+            stop_w = -1
+            while not outcome:  # the loop stops within a pass: wait until it let go
+                wakeup[0] = loop.create_future()
+                try:
+                    await wakeup[0]
+                except asyncio.CancelledError:
+                    pass
+            ok, result = outcome[0]
+            if ok:
+                exc.transferred = result[:2]
+                exc.unsent = result[2] or (b"", b"")
+            else:
+                exc.transferred = getattr(result, "transferred", (0, 0))
+                exc.unsent = (b"", b"")
+            raise
+        finally:
+            if stop_w >= 0:
+                os.close(stop_w)
+        ok, result = outcome[0]
+        if not ok:
+            if isinstance(result, TimeoutError) and not isinstance(result, BlockingIOError):
+                moved = result.transferred
+                result = TimeoutError(errno.ETIMEDOUT, "relay idle timeout")
+                result.transferred = moved
+            raise result
+        return result[:2]
 
     class Reader:
         """Reader(sock, *, capacity=65536, header="!I", mirrored=None)
@@ -652,7 +677,7 @@ def _aio_for(twin):
 
     return types.SimpleNamespace(
         BatchWriter=BatchWriter,
-        Pool=Pool,
+        Pool=_pool_class(_impl.twin_module("pool", twin.IMPLEMENTATION).AioPool),
         PoolClosed=PoolClosed,
         PoolStats=PoolStats,
         PoolTimeout=PoolTimeout,
@@ -669,18 +694,6 @@ def _aio_for(twin):
 
 _SLOT = policy.SLOT
 _CLOSED = policy.CLOSED
-
-
-class _Entry:
-    __slots__ = ("conn", "expires_at", "fresh_until", "idle_since", "in_use", "key")
-
-    def __init__(self, conn, expires_at):
-        self.conn = conn
-        self.key = id(conn)
-        self.expires_at = expires_at
-        self.idle_since = 0.0
-        self.fresh_until = 0.0  # while idle: until when it may be handed out as it is
-        self.in_use = True
 
 
 async def _maybe_await(value):
@@ -714,439 +727,226 @@ class _Lease:
     async def __aexit__(self, exc_type, exc, tb):
         conn, self.conn = self.conn, None
         pool = self.pool
-        discard = exc is not None and (
-            not isinstance(exc, Exception) or (pool._is_broken or policy.default_is_broken)(exc)
-        )
-        await pool.release(conn, discard=discard)
-
-
-class Pool:
-    """Pool(factory, *, max_size=10, min_idle=0, max_idle=None, max_lifetime=None,
-    max_idle_time=None, acquire_timeout=30.0, check=None, check_after=None, reset=None,
-    close=None, is_broken=None, lifetime_jitter=0.05, clock=None)
-
-    ``fastio.Pool`` for coroutines, on one event loop: ``factory``, ``check``, ``reset`` and
-    ``close`` may be coroutine functions (or plain ones). The most recently returned idle
-    connection is handed out first (those past ``max_lifetime`` or ``max_idle_time`` are
-    closed instead, one idle longer than ``check_after`` is checked); else a new one is made
-    while fewer than ``max_size`` are open; else the acquire waits, first come first served,
-    up to ``acquire_timeout`` (``PoolTimeout``). A cancelled acquire never loses a slot: what
-    a release handed it goes to the next waiter. ``await pool.open()`` opens ``min_idle``
-    connections; ``stats()`` is the blocking pool's ``PoolStats``; ``await aclose()``.
-    Expired idle connections are closed when an acquire meets them (no housekeeper task);
-    leak reports are the blocking pool's only.
-    """
-
-    def __init__(
-        self,
-        factory,
-        *,
-        max_size=10,
-        min_idle=0,
-        max_idle=None,
-        max_lifetime=None,
-        max_idle_time=None,
-        acquire_timeout=30.0,
-        check=None,
-        check_after=None,
-        reset=None,
-        close=None,
-        is_broken=None,
-        lifetime_jitter=0.05,
-        clock=None,
-    ):
-        config = policy.pool_config(
-            factory,
-            max_size,
-            min_idle,
-            max_idle,
-            max_lifetime,
-            max_idle_time,
-            acquire_timeout,
-            check,
-            check_after,
-            reset,
-            close,
-            is_broken,
-            None,
-            lifetime_jitter,
-            clock,
-        )
-        self._factory = factory
-        self._check = check
-        self._reset = reset
-        self._close = close
-        self._is_broken = is_broken
-        self._clock = clock or _monotonic
-        self._max_size = config.max_size
-        self._min_idle = config.min_idle
-        self._max_idle = config.max_idle
-        self._max_lifetime = config.max_lifetime
-        self._max_idle_time = config.max_idle_time
-        self._acquire_timeout = config.acquire_timeout
-        self._check_after = config.check_after
-        self._jitter = config.lifetime_jitter
-        fresh_for = self._max_idle_time
-        if check is not None and self._check_after < fresh_for:
-            fresh_for = self._check_after
-        self._fresh_for = fresh_for
-        self._plain = reset is None  # no reset to await on release (and not closed)
-        self._idle = []  # MRU stack of _Entry
-        self._closers = set()
-        self._entries = {}
-        self._waiters = collections.deque()  # futures, oldest first
-        self._open = 0
-        self._pending = 0  # slots reserved for connections being made
-        self._closed = False
-        self._wait_count = 0
-        self._wait_duration = 0.0
-        self._created = 0
-        self._create_failures = 0
-        self._check_failures = 0
-        self._closed_max_idle = 0
-        self._closed_max_idle_time = 0
-        self._closed_max_lifetime = 0
-        self._closed_broken = 0
-
-    # --- accounting ---------------------------------------------------------------------------
-
-    def _forget(self, entry, why):
-        del self._entries[entry.key]
-        self._open -= 1
-        if why == "max_idle":
-            self._closed_max_idle += 1
-        elif why == "max_idle_time":
-            self._closed_max_idle_time += 1
-        elif why == "max_lifetime":
-            self._closed_max_lifetime += 1
-        elif why == "broken":
-            self._closed_broken += 1
-        self._slot_freed()
-
-    def _hand(self, result):
-        """Give ``result`` (an entry or a slot) to the oldest waiter still waiting."""
-        waiters = self._waiters
-        while waiters:
-            future = waiters.popleft()
-            if not future.done():
-                future.set_result(result)
-                return True
-        return False
-
-    def _slot_freed(self):
-        if not self._closed and self._waiters:
-            self._pending += 1
-            if not self._hand(_SLOT):
-                self._pending -= 1
-
-    def _put_back(self, entry, discard, now):
-        """To the oldest waiter, the idle stack, or to be closed (returned)."""
-        entry.in_use = False
-        if discard:
-            why = "broken"
-        elif self._closed:
-            why = "closed"
-        elif now >= entry.expires_at:
-            why = "max_lifetime"
-        else:
-            entry.in_use = True
-            if self._hand(entry):
-                return None
-            entry.in_use = False
-            if len(self._idle) >= self._max_idle:
-                why = "max_idle"
-            else:
-                self._park(entry, now)
-                return None
-        self._forget(entry, why)
-        return entry
-
-    def _park(self, entry, now):
-        """Onto the idle stack, with the time until which it needs no look before reuse."""
-        entry.in_use = False
-        entry.idle_since = now
-        fresh = now + self._fresh_for
-        entry.fresh_until = fresh if fresh < entry.expires_at else entry.expires_at
-        self._idle.append(entry)
-
-    # --- acquire ------------------------------------------------------------------------------
-
-    async def acquire(self, timeout=None):
-        """Check out a connection (see the class); ``timeout`` (default ``acquire_timeout``)
-        is one deadline for waiting, checking and creating, then ``PoolTimeout``."""
-        idle = self._idle  # empty once closed
-        if idle and timeout is None:
-            entry = idle[-1]
-            if self._clock() < entry.fresh_until:
-                idle.pop()
-                entry.in_use = True
-                return entry.conn
-        return await self._acquire(timeout)
-
-    async def _acquire(self, timeout):
-        if timeout is None:
-            budget = self._acquire_timeout
-        else:
-            budget = policy.check_timeout_arg(timeout)
-        deadline = -1.0 if budget < 0.0 else _monotonic() + budget
-        while True:
-            if self._closed:
-                raise policy.pool_closed()
-            now = self._clock()
-            doomed = []
-            entry = None
-            idle = self._idle
-            while idle:
-                candidate = idle.pop()
-                if now >= candidate.expires_at:
-                    self._forget(candidate, "max_lifetime")
-                elif (
-                    now - candidate.idle_since >= self._max_idle_time
-                    and self._open > self._min_idle
-                ):
-                    self._forget(candidate, "max_idle_time")
-                else:
-                    candidate.in_use = True
-                    entry = candidate
-                    break
-                doomed.append(candidate)
-            for old in doomed:
-                await _close_quietly(self._close, old.conn)
-            if entry is not None:
-                if self._check is None or now - entry.idle_since < self._check_after:
-                    return entry.conn
-                if await self._run_check(entry, deadline, budget):
-                    return entry.conn
-                continue
-            if self._open + self._pending < self._max_size:
-                self._pending += 1
-                return await self._create(deadline, budget)
-            if budget == 0.0:
-                raise self._timeout(budget)
-            result = await self._wait(deadline, budget)
-            if result is _SLOT:
-                return await self._create(deadline, budget)
-            return result.conn
-
-    async def _bounded(self, awaitable, deadline, budget):
-        if deadline < 0.0:
-            return await awaitable
-        left = deadline - _monotonic()
+        discard = True  # a cancellation & co: the conversation may be cut midway
         try:
-            return await asyncio.wait_for(awaitable, max(left, 0.0))
-        except asyncio.TimeoutError:
-            raise self._timeout(budget) from None
-
-    async def _run_check(self, entry, deadline, budget):
-        try:
-            ok = await self._bounded(_maybe_await(self._check(entry.conn)), deadline, budget)
-        except PoolTimeout:
-            self._forget(entry, "broken")
-            await _close_quietly(self._close, entry.conn)
-            raise
-        except Exception:
-            ok = False
-        except BaseException:
-            self._forget(entry, "broken")
-            await _close_quietly(self._close, entry.conn)
-            raise
-        if ok is None or ok:
-            return True
-        self._check_failures += 1
-        self._forget(entry, None)
-        await _close_quietly(self._close, entry.conn)
-        return False
-
-    async def _create(self, deadline, budget):
-        """Make a connection in the slot reserved for it."""
-        try:
-            conn = await self._bounded(_maybe_await(self._factory()), deadline, budget)
-        except BaseException:
-            self._pending -= 1
-            self._create_failures += 1
-            self._slot_freed()
-            raise
-        self._pending -= 1
-        if self._closed:
-            await _close_quietly(self._close, conn)
-            raise policy.pool_closed()
-        if id(conn) in self._entries:
-            self._create_failures += 1
-            self._slot_freed()
-            raise ValueError(f"factory returned {conn!r}, a connection the pool already holds")
-        now = self._clock()
-        entry = _Entry(conn, policy.lifetime_deadline(now, self._max_lifetime, self._jitter))
-        self._entries[entry.key] = entry
-        self._open += 1
-        self._created += 1
-        return conn
-
-    async def _wait(self, deadline, budget):
-        loop = _get_loop()
-        future = loop.create_future()
-        self._waiters.append(future)
-        began = _monotonic()
-        handle = None
-        if deadline >= 0.0:
-            handle = loop.call_later(max(deadline - began, 0.0), _expire, future)
-        try:
-            result = await future
-        except BaseException as exc:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                # Handed something just as we were cancelled: pass it on, lose nothing.
-                self._give_back(future.result())
-            else:
-                try:
-                    self._waiters.remove(future)
-                except ValueError:
-                    pass
-            self._wait_count += 1
-            self._wait_duration += _monotonic() - began
-            if isinstance(exc, _Expired):
-                raise self._timeout(budget) from None
-            raise
+            if exc is None:
+                discard = False
+            elif isinstance(exc, Exception):
+                discard = policy.judge_broken(pool._is_broken, exc, conn)
         finally:
-            if handle is not None:
-                handle.cancel()
-        self._wait_count += 1
-        self._wait_duration += _monotonic() - began
-        if result is _CLOSED:
-            raise policy.pool_closed()
-        return result
+            await pool.release(conn, discard=discard)
 
-    def _give_back(self, result):
-        if result is _SLOT:
-            self._pending -= 1
-            self._slot_freed()
-        elif result is not _CLOSED:
-            doomed = self._put_back(result, False, self._clock())
-            if doomed is not None:
-                self._closing(doomed.conn)
 
-    def _closing(self, conn):
-        """Close ``conn`` in the background (from code that cannot await)."""
-        task = asyncio.ensure_future(_close_quietly(self._close, conn))
-        self._closers.add(task)  # a reference until it is done (the loop keeps weak ones)
-        task.add_done_callback(self._closers.discard)
+_NOT_AIO_OPTIONS = ("leak_timeout", "_limit", "_track")
 
-    def _timeout(self, budget):
-        return policy.pool_timeout(budget, self.stats())
 
-    # --- release ------------------------------------------------------------------------------
+def _pool_class(books):
+    """``fastio.aio.Pool`` over ``books``, one twin's ``AioPool``: the books (shared with the
+    blocking pool of that twin) and the fast paths are the twin's; the coroutines that
+    create, check, reset, close and wait are written here once."""
 
-    def release(self, conn, *, discard=False):
-        """Return a connection: to the oldest waiter, else to the idle stack (closed instead
-        past ``max_lifetime``, over ``max_idle``, with ``discard=True`` or when the pool is
-        closed). ``reset(conn)`` runs first; if it fails the connection is discarded.
+    class Pool(books):
+        """Pool(factory, *, max_size=10, min_idle=0, max_idle=None, max_lifetime=None,
+        max_idle_time=None, acquire_timeout=30.0, check=None, check_after=None, reset=None,
+        close=None, is_broken=None, lifetime_jitter=0.05, clock=None)
 
-        Returns an awaitable: ``await pool.release(conn)``. A connection that goes straight
-        back onto the idle stack is back before the await (which then costs next to nothing).
+        ``fastio.Pool`` for coroutines, on one event loop: ``factory``, ``check``, ``reset``
+        and ``close`` may be coroutine functions (or plain ones). The most recently returned
+        idle connection is handed out first (those past ``max_lifetime`` or ``max_idle_time``
+        are closed instead, one idle longer than ``check_after`` is checked); else a new one
+        is made while fewer than ``max_size`` are open; else the acquire waits, first come
+        first served, up to ``acquire_timeout`` (``PoolTimeout``). A cancelled acquire never
+        loses a slot: what a release handed it goes to the next waiter. ``await pool.open()``
+        opens ``min_idle`` connections; ``stats()`` is the blocking pool's ``PoolStats``;
+        ``await aclose()``. Expired idle connections are closed when an acquire meets them
+        (no housekeeper); leak reports are the blocking pool's only.
+
+        ``await pool.acquire()`` of an idle connection fit to hand out, and ``await
+        pool.release(conn)`` straight back onto the idle stack, are synchronous underneath:
+        neither creates a Future nor touches the loop.
         """
-        entry = self._entries.get(id(conn))
-        if entry is None or entry.conn is not conn or not entry.in_use:
-            raise ValueError(f"{conn!r} is not checked out from this pool")
-        if not discard and self._plain and not self._waiters and len(self._idle) < self._max_idle:
-            now = self._clock()
-            expires = entry.expires_at
-            if now < expires:  # fast path: straight back onto the idle stack (as _park)
-                entry.in_use = False
-                entry.idle_since = now
-                fresh = now + self._fresh_for
-                entry.fresh_until = fresh if fresh < expires else expires
-                self._idle.append(entry)
-                return _DONE
-        return self._release(entry, conn, discard)
 
-    async def _release(self, entry, conn, discard):
-        interrupt = None
-        if self._reset is not None and not discard and not self._closed:
-            try:
-                await _maybe_await(self._reset(conn))
-            except Exception:
-                policy.logger.warning(
-                    "fastio aio pool: reset of %r failed; discarding it", conn, exc_info=True
-                )
-                discard = True
-            except BaseException as exc:
-                discard = True
-                interrupt = exc
-        doomed = self._put_back(entry, discard, self._clock())
-        if doomed is not None:
-            if interrupt is not None:
-                self._closing(conn)
+        def __init__(self, factory, **options):
+            for name in _NOT_AIO_OPTIONS:  # the blocking pool's only
+                if name in options:
+                    raise TypeError(f"unexpected keyword argument {name!r}")
+            super().__init__(factory, **options, _track=False)
+            self._closers = set()
+
+        # --- acquire ------------------------------------------------------------------------
+
+        # acquire(timeout=None): the books' fast path, else this coroutine. ``timeout``
+        # (default ``acquire_timeout``) is one deadline for waiting, checking and creating.
+        async def _acquire_async(self, timeout):
+            if timeout is None:
+                budget = self._config.acquire_timeout
             else:
+                budget = policy.check_timeout_arg(timeout)
+            deadline = -1.0 if budget < 0.0 else _monotonic() + budget
+            while True:
+                mode, conn = self._step()
+                if mode == "got":
+                    return conn
+                if mode == "expired":
+                    await _close_quietly(self._close, conn)
+                elif mode == "check":
+                    if await self._run_check(conn, deadline, budget):
+                        return conn
+                elif mode == "create":
+                    return await self._create(deadline, budget)
+                else:
+                    if budget == 0.0:
+                        raise self._timeout_error(budget)
+                    result = await self._wait(deadline, budget)
+                    if result is _SLOT:
+                        return await self._create(deadline, budget)
+                    return result
+
+        async def _bounded(self, awaitable, deadline, budget):
+            if deadline < 0.0:
+                return await awaitable
+            left = deadline - _monotonic()
+            try:
+                return await asyncio.wait_for(awaitable, max(left, 0.0))
+            except asyncio.TimeoutError:
+                raise self._timeout_error(budget) from None
+
+        async def _run_check(self, conn, deadline, budget):
+            try:
+                ok = await self._bounded(_maybe_await(self._check(conn)), deadline, budget)
+            except PoolTimeout:
+                self._broken(conn)
                 await _close_quietly(self._close, conn)
-        if interrupt is not None:
-            raise interrupt
+                raise
+            except Exception:
+                ok = False
+            except BaseException:
+                self._broken(conn)
+                await _close_quietly(self._close, conn)
+                raise
+            ok = ok is None or bool(ok)
+            self._checked(conn, ok)
+            if not ok:
+                await _close_quietly(self._close, conn)
+            return ok
 
-    def connection(self, timeout=None):
-        """``async with pool.connection() as conn:`` acquire, then release on exit; an
-        exception for which ``is_broken(exc)`` is true (default ``OSError``), or any
-        non-``Exception`` (a cancellation), discards the connection."""
-        return _Lease(self, timeout)
+        async def _create(self, deadline, budget):
+            """Make a connection in the slot reserved for it."""
+            try:
+                conn = await self._bounded(_maybe_await(self._factory()), deadline, budget)
+            except BaseException:
+                self._make_failed()
+                raise
+            if not self._made(conn):
+                await _close_quietly(self._close, conn)
+                raise policy.pool_closed()
+            return conn
 
-    async def open(self):
-        """Open connections up to ``min_idle`` now."""
-        while self._open + self._pending < self._min_idle and not self._closed:
-            self._pending += 1
-            conn = await self._create(-1.0, -1.0)
-            await self.release(conn)
+        async def _wait(self, deadline, budget):
+            loop = _get_loop()
+            future = loop.create_future()
+            waiter = self._enqueue(future)
+            began = _monotonic()
+            handle = None
+            if deadline >= 0.0:
+                handle = loop.call_later(max(deadline - began, 0.0), _expire, future)
+            try:
+                result = await future
+            except BaseException as exc:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    # Handed something just as we were cancelled: pass it on, lose nothing.
+                    doomed = self._give_back(future.result())
+                    if doomed is not None:
+                        self._closing(doomed)
+                else:
+                    self._dequeue(waiter)
+                self._waited(_monotonic() - began)
+                if isinstance(exc, _Expired):
+                    raise self._timeout_error(budget) from None
+                raise
+            finally:
+                if handle is not None:
+                    handle.cancel()
+            self._waited(_monotonic() - began)
+            if result is _CLOSED:
+                raise policy.pool_closed()
+            return result
 
-    def stats(self):
-        """A ``PoolStats`` snapshot."""
-        idle = len(self._idle)
-        return PoolStats(
-            max_size=self._max_size,
-            open=self._open,
-            in_use=self._open - idle,
-            idle=idle,
-            waiting=sum(1 for f in self._waiters if not f.done()),
-            wait_count=self._wait_count,
-            wait_duration=self._wait_duration,
-            created=self._created,
-            create_failures=self._create_failures,
-            check_failures=self._check_failures,
-            closed_max_idle=self._closed_max_idle,
-            closed_max_idle_time=self._closed_max_idle_time,
-            closed_max_lifetime=self._closed_max_lifetime,
-            closed_broken=self._closed_broken,
-            leaks_reported=0,
-        )
+        def _closing(self, conn):
+            """Close ``conn`` in the background (from code that cannot await)."""
+            task = asyncio.ensure_future(_close_quietly(self._close, conn))
+            self._closers.add(task)  # a reference until it is done (the loop keeps weak ones)
+            task.add_done_callback(self._closers.discard)
 
-    async def aclose(self):
-        """Close the pool: waiters get ``PoolClosed``, idle connections are closed now, those
-        still out when they come back; later acquires raise ``PoolClosed``. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._plain = False
-        while self._waiters:
-            future = self._waiters.popleft()
-            if not future.done():
-                future.set_result(_CLOSED)
-        doomed = []
-        while self._idle:
-            entry = self._idle.pop()
-            self._forget(entry, "closed")
-            doomed.append(entry)
-        for entry in doomed:
-            await _close_quietly(self._close, entry.conn)
+        # --- release ------------------------------------------------------------------------
 
-    @property
-    def closed(self):
-        """Whether ``aclose()`` was called."""
-        return self._closed
+        # release(conn, *, discard=False): the books' fast path (straight back onto the idle
+        # stack), else this coroutine. Either way an awaitable: ``await pool.release(conn)``.
+        async def _release_async(self, conn, discard):
+            interrupt = None
+            if self._reset is not None and not discard and not self.closed:
+                try:
+                    await _maybe_await(self._reset(conn))
+                except Exception:
+                    policy.logger.warning(
+                        "fastio aio pool: reset of %r failed; discarding it", conn, exc_info=True
+                    )
+                    discard = True
+                except BaseException as exc:
+                    discard = True
+                    interrupt = exc
+            doomed = self._return(conn, discard)
+            if doomed is not None:
+                if interrupt is not None:
+                    self._closing(doomed)
+                else:
+                    await _close_quietly(self._close, doomed)
+            if interrupt is not None:
+                raise interrupt
 
-    async def __aenter__(self):
-        await self.open()
-        return self
+        def connection(self, timeout=None):
+            """``async with pool.connection() as conn:`` acquire, then release on exit; an
+            exception for which ``is_broken(exc)`` is true (default ``OSError``), or any
+            non-``Exception`` (a cancellation), discards the connection."""
+            return _Lease(self, timeout)
 
-    async def __aexit__(self, *exc_info):
-        await self.aclose()
+        async def open(self):
+            """Open connections up to ``min_idle`` now."""
+            while self._reserve_min_idle():
+                conn = await self._create(-1.0, -1.0)
+                await self.release(conn)
 
-    def __repr__(self):
-        state = "closed" if self._closed else f"open={self._open} idle={len(self._idle)}"
-        return f"<fastio.aio.Pool {state} max_size={self._max_size}>"
+        async def aclose(self):
+            """Close the pool: waiters get ``PoolClosed``, idle connections are closed now,
+            those still out when they come back; later acquires raise ``PoolClosed``.
+            Idempotent."""
+            for conn in self._close_books():
+                await _close_quietly(self._close, conn)
+
+        def close(self):
+            """Not for coroutines: ``await pool.aclose()``."""
+            raise TypeError("fastio.aio.Pool closes with 'await pool.aclose()'")
+
+        def __enter__(self):
+            raise TypeError("fastio.aio.Pool is used with 'async with'")
+
+        async def __aenter__(self):
+            await self.open()
+            return self
+
+        async def __aexit__(self, *exc_info):
+            await self.aclose()
+
+        def __repr__(self):
+            s = self._snapshot()
+            state = "closed" if self.closed else f"open={s.open} idle={s.idle}"
+            return f"<fastio.aio.Pool {state} max_size={s.max_size}>"
+
+    if hasattr(books, "_released"):  # the Python twin's: it awaits this one fastest
+        Pool._released = _DONE
+    Pool.__module__ = __name__
+    Pool.__qualname__ = "Pool"
+    return Pool
 
 
 class _NoLoop:
@@ -1156,8 +956,8 @@ class _NoLoop:
         return False
 
 
-# The awaitable of a release that already happened: a finished Future (awaiting one is a C
-# call that returns at once, on any loop; it never touches its loop again).
+# The awaitable of a release that already happened, for the Python twin's pool: a finished
+# Future (awaiting one is a C call that returns at once, on any loop, never touching it).
 _DONE = asyncio.Future(loop=_NoLoop())
 _DONE.set_result(None)
 
@@ -1188,5 +988,6 @@ sendfile = _live.sendfile
 splice = _live.splice
 copy = _live.copy
 relay = _live.relay
+Pool = _live.Pool
 Reader = _live.Reader
 BatchWriter = _live.BatchWriter

@@ -395,14 +395,12 @@ def pool_pairs(full=False):
 
         return _run(main)
 
-    from fastio import aio
+    def with_fastio(twin):
+        Pool = _aio(twin).Pool
+        return pairs(lambda: Pool(_make_conn, max_size=4, max_lifetime=3600))
 
     variants = [
-        Variant(
-            "fastio.aio.Pool",
-            pairs(lambda: aio.Pool(_make_conn, max_size=4, max_lifetime=3600)),
-            "fastio",
-        ),
+        *twin_variants(with_fastio),
         Variant("asyncio.Queue pool", pairs(lambda: QueuePool(_make_conn, 4))),
     ]
     results = compare(variants, rounds=rounds, units=n, unit_name="pairs")
@@ -410,6 +408,6 @@ def pool_pairs(full=False):
         "aio-pool", f"aio: pool acquire + release ({n} pairs per round)", results, per_op=n
     )
     result.notes.append(
-        _note(results, "fastio.aio.Pool", "asyncio.Queue pool", 3.0, "aio.Pool vs asyncio.Queue")
+        _note(results, "fastio (c)", "asyncio.Queue pool", 3.0, "aio.Pool vs asyncio.Queue")
     )
     return result
