@@ -44,9 +44,18 @@ def injected(exc):
     return isinstance(exc, OSError) and exc.errno in INJECTED_ERRNOS
 
 
-def chunk(rng):
-    """A count for one transfer call: mostly bounded, so a blocking call is many calls."""
-    return None if rng.random() < 0.05 else rng.randrange(1, 40000)
+def chunk(rng, schedule):
+    """A count for one transfer call: mostly bounded, so a blocking call is many calls.
+
+    ``None`` (the rest in one call) only once the schedule has fired: file to file, or to a
+    blocking socket, the rest is one system call, and a seed whose first faulted call lies
+    past the few calls made by then injected nothing (issue 9: seed 6 drew 5281, 17146, None:
+    three system calls, and its schedule first fires at the sixth).
+    """
+    count = None if rng.random() < 0.05 else rng.randrange(1, 40000)
+    if count is None and not schedule.counts()["total"]:
+        count = rng.randrange(1, 40000)
+    return count
 
 
 def small_buffers(*socks):
@@ -380,7 +389,7 @@ def test_sendfile_resumes_from_the_file_position_under_faults(
         rng = random.Random(seed)
         while sent < len(data):
             try:
-                n = fio.sendfile(a, f, count=chunk(rng))
+                n = fio.sendfile(a, f, count=chunk(rng, schedule))
             except OSError as exc:
                 assert injected(exc), exc
                 sent += exc.transferred
@@ -422,7 +431,7 @@ def test_splice_is_exact_under_retryable_faults(fio, faults, seed):
     with bounded(BOUND), faults(seed=seed, rate=0.2, kinds=kinds) as schedule:
         while True:
             try:
-                n = fio.splice(src, dst, chunk(rng))
+                n = fio.splice(src, dst, chunk(rng, schedule))
             except BlockingIOError as exc:  # only from an injected EAGAIN: never here
                 raise AssertionError("blocking splice raised BlockingIOError") from exc
             moved += n
@@ -450,7 +459,7 @@ def test_copy_file_to_file_resumes_under_faults(fio, faults, big_file, tmp_path,
             rng = random.Random(seed)
             while done < len(data):
                 try:
-                    n = fio.copy(src, dst, chunk(rng))
+                    n = fio.copy(src, dst, chunk(rng, schedule))
                 except OSError as exc:
                     assert injected(exc), exc
                     done += exc.transferred
