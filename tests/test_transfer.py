@@ -606,9 +606,16 @@ def test_splice_pipe_pool_leaves_no_fd_behind(fio, socketpair):
                 # the bytes the failed call took from d are kept and come first
                 assert fio.splice(d, a, 1000) == 1000
                 assert b.recv(2000) == b"y" * 1000
-        assert open_fds() == before
+        # Every fd that came or went is a pooled pipe's. Not simply ``== before``: the pool
+        # may hold more than the warm-up's pipe (a relay earlier in the run leaves two), and
+        # the pipes closed after errors are replaced only as far as one splice needs.
+        after = counters(fio)
+        pipes = (after["pipes_created"] - stats["pipes_created"]) - (
+            after["pipes_closed"] - stats["pipes_closed"]
+        )
+        assert open_fds() == before + 2 * pipes
+        assert pipes <= 0
         if splices(fio):  # without os.splice the twin has no pipes to pool
-            after = counters(fio)
             assert after["pipes_reused"] > stats["pipes_reused"]
             assert after["pipes_closed"] >= stats["pipes_closed"] + 4
 
