@@ -123,6 +123,16 @@ class Hang(Exception):
 
 
 @contextlib.contextmanager
+def _alarm(seconds, handler):
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def bounded(seconds):
     """Fail (``Hang`` from a SIGALRM handler) if the block runs longer than ``seconds``: a
     hang becomes a test failure. Main thread only."""
@@ -130,10 +140,18 @@ def bounded(seconds):
     def expired(signum, frame):
         raise Hang(f"still running after {seconds} s: a hang")
 
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    return _alarm(seconds, expired)
+
+
+class Stop(Exception):
+    """Raised by the signal handler of ``alarm_raises``."""
+
+
+def _raise_stop(signum, frame):
+    raise Stop
+
+
+def alarm_raises(seconds):
+    """A signal handler that raises ``Stop`` after ``seconds``, as Ctrl-C does: calls under
+    test must stop promptly with their progress. Main thread only."""
+    return _alarm(seconds, _raise_stop)

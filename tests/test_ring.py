@@ -13,6 +13,7 @@ import tracemalloc
 import zlib
 
 import pytest
+from conftest import Stop, alarm_raises
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -425,22 +426,9 @@ def test_fill_closed_fd_is_os_error(fio):
 def test_fill_raising_signal_handler_stops_promptly(fio, socketpair):
     a, _ = socketpair
     ring = fio.RingBuffer(PAGE)
-
-    class Stop(Exception):
-        pass
-
-    def handler(signum, frame):
-        raise Stop
-
-    old = signal.signal(signal.SIGALRM, handler)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
-        with pytest.raises(Stop) as info:
-            ring.fill(a)
-        assert getattr(info.value, "transferred", 0) == 0
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    with alarm_raises(0.1), pytest.raises(Stop) as info:
+        ring.fill(a)
+    assert getattr(info.value, "transferred", 0) == 0
 
 
 def test_fill_retries_after_a_quiet_signal(fio, socketpair):

@@ -4,7 +4,6 @@ import errno
 import gzip
 import io
 import os
-import signal
 import socket
 import struct
 import sys
@@ -12,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import drain_in_thread, open_fds
+from conftest import Stop, alarm_raises, drain_in_thread, open_fds
 
 from fastio import _impl, _stats
 
@@ -473,28 +472,15 @@ def test_sendfile_closed_ends(fio, small_path):
 def test_sendfile_raising_signal_handler_stops_with_progress(fio, socketpair, big_path):
     a, b = socketpair
     a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
-
-    class Stop(Exception):
-        pass
-
-    def handler(signum, frame):
-        raise Stop
-
-    old = signal.signal(signal.SIGALRM, handler)
     reader = reader_thread(b, delay=0.01, chunk=32768)
-    try:
-        with open(big_path, "rb") as f:
-            signal.setitimer(signal.ITIMER_REAL, 0.3)
-            started = time.monotonic()
-            with pytest.raises(Stop) as info:
-                fio.sendfile(a, f)
-            assert time.monotonic() - started < 10  # prompt, not after the whole file
-            sent = info.value.transferred
-            assert 0 < sent < SIZE
-            assert f.tell() == sent
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    with open(big_path, "rb") as f:
+        started = time.monotonic()
+        with alarm_raises(0.3), pytest.raises(Stop) as info:
+            fio.sendfile(a, f)
+        assert time.monotonic() - started < 10  # prompt, not after the whole file
+        sent = info.value.transferred
+        assert 0 < sent < SIZE
+        assert f.tell() == sent
     a.shutdown(socket.SHUT_WR)
     assert reader.join() == DATA[:sent]
 
@@ -675,22 +661,9 @@ def test_splice_raising_signal_handler_loses_nothing(fio, socketpair):
     writer = threading.Thread(target=send_and_close, args=(src_peer, DATA[:3_000_000]))
     writer.start()
     reader = reader_thread(dst_peer, delay=0.005, chunk=32768)
-
-    class Stop(Exception):
-        pass
-
-    def handler(signum, frame):
-        raise Stop
-
-    old = signal.signal(signal.SIGALRM, handler)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.2)
-        with pytest.raises(Stop) as info:
-            fio.splice(src, dst)
-        assert 0 < info.value.transferred < 3_000_000
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    with alarm_raises(0.2), pytest.raises(Stop) as info:
+        fio.splice(src, dst)
+    assert 0 < info.value.transferred < 3_000_000
     rest = fio.splice(src, dst)
     assert info.value.transferred + rest == 3_000_000
     dst.shutdown(socket.SHUT_WR)
@@ -706,19 +679,10 @@ def test_splice_that_never_blocks_still_runs_signal_handlers(fio, tmp_path):
     path = tmp_path / "sparse"
     with open(path, "wb") as f:
         f.truncate(1 << 30)  # a hole: read from the page cache without the disk
-
-    class Stop(Exception):
-        pass
-
-    def handler(signum, frame):
-        raise Stop
-
-    old = signal.signal(signal.SIGALRM, handler)
     sink = os.open(os.devnull, os.O_WRONLY)
     try:
         with open(path, "rb") as f:
-            signal.setitimer(signal.ITIMER_REAL, 0.05)
-            with pytest.raises(Stop) as info:
+            with alarm_raises(0.05), pytest.raises(Stop) as info:
                 fio.splice(f, sink)
                 time.sleep(5)  # the call ended before the signal: let the handler run
             sent = getattr(info.value, "transferred", None)
@@ -726,8 +690,6 @@ def test_splice_that_never_blocks_still_runs_signal_handlers(fio, tmp_path):
             assert 0 < sent < 1 << 30
             assert f.tell() == sent
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
         os.close(sink)
 
 
@@ -996,26 +958,15 @@ def test_relay_idle_timeout_restarts_on_traffic(fio):
 def test_relay_raising_signal_handler_stops_it(fio):
     client, a = socket.socketpair()
     b, server = socket.socketpair()
-
-    class Stop(Exception):
-        pass
-
-    def handler(signum, frame):
-        raise Stop
-
-    old = signal.signal(signal.SIGALRM, handler)
     try:
         client.sendall(b"q" * 1000)
-        signal.setitimer(signal.ITIMER_REAL, 0.3)
         started = time.monotonic()
-        with pytest.raises(Stop) as info:
+        with alarm_raises(0.3), pytest.raises(Stop) as info:
             fio.relay(a, b)  # in the main thread: the signal interrupts its wait
         assert time.monotonic() - started < 10
         assert info.value.transferred == (1000, 0)
         assert server.recv(2000) == b"q" * 1000
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
         close_all(client, a, b, server)
 
 
