@@ -52,6 +52,31 @@ _KERNEL_POSITION = sys.platform.startswith("linux")
 KIND_OTHER, KIND_REG, KIND_PIPE, KIND_SOCK = 0, 1, 2, 3
 
 
+def _durable(box, call, *args):
+    """``call(*args)``, a system call that moves bytes, with its count appended to ``box``.
+
+    CPython runs a pending signal handler as soon as a builtin returns, before the result is
+    stored: if the handler raises, the count of a call the signal cut short (a partial read or
+    write) is lost, and with it bytes taken from a stream or the position to resume from.
+    Called from C (``map`` inside ``list.extend``), the count is in ``box`` before the
+    interpreter looks at signals; the caller's ``except`` path takes the truth from there.
+    (Under a profiling or fault layer the call is Python code and this guarantee is void.)
+    """
+    box.extend(map(call, *[(a,) for a in args]))
+    return box[-1]
+
+
+def _resync(op, sent):
+    """After an exception: ``sent`` is the truth; bring the derived fields in line."""
+    k = sent - op.sent
+    if k:
+        op.sent = sent
+        if op.remaining > 0:
+            op.remaining -= k
+        if op.pos >= 0:
+            op.pos += k
+
+
 def _read_into(fd, chunk):
     """One read of ``fd`` into ``chunk`` (os.readv where it exists)."""
     if _HAVE_READV:
@@ -344,13 +369,21 @@ def _sendfile_loop(op):
 
 def _splice_direct(op):
     """One end is a pipe: splice straight between them (nothing is ever held in between)."""
+    sent0 = op.sent
+    box = []  # the count of every splice (see _durable)
+    try:
+        return _splice_direct_loop(op, box)
+    except BaseException:
+        _resync(op, sent0 + sum(box))
+        raise
+
+
+def _splice_direct_loop(op, box):
     while op.remaining:
         n = op.want()
+        offset = op.pos if op.pos >= 0 else None
         try:
-            if op.pos >= 0:
-                k = _calls.splice(op.src_fd, op.dst_fd, n, op.pos, None, _SPLICE_FLAGS)
-            else:
-                k = _calls.splice(op.src_fd, op.dst_fd, n, flags=_SPLICE_FLAGS)
+            k = _durable(box, _calls.splice, op.src_fd, op.dst_fd, n, offset, None, _SPLICE_FLAGS)
         except OSError as exc:
             if op.error(exc):
                 op.wait(op.blocked_side())
@@ -376,6 +409,8 @@ def _splice_via_pipe(op):
     pipe = _pipe_get()
     r, w, capacity = pipe
     held = 0
+    sent0 = op.sent
+    out = []  # the count of every splice out of the pipe (see _durable)
     try:
         while op.remaining:
             if held == 0:
@@ -398,7 +433,7 @@ def _splice_via_pipe(op):
                 if k == 0:
                     return True
             try:
-                k = _calls.splice(r, op.dst_fd, held, flags=_SPLICE_FLAGS)
+                k = _durable(out, _calls.splice, r, op.dst_fd, held, None, None, _SPLICE_FLAGS)
             except OSError as exc:
                 if op.error(exc):
                     op.wait(1)
@@ -421,9 +456,11 @@ def _splice_via_pipe(op):
             op.count(k, "splice_bytes", k + held)
         return True
     except BaseException:
+        _resync(op, sent0 + sum(out))  # a handler may have raised before the accounting
+        rest = _policy.drain_pipe(r)
         if op.pos < 0:  # a stream's bytes cannot be read again: keep what the pipe holds
-            _policy.park(op.src_fd, _policy.drain_pipe(r))
-        held = -1  # a handler may have raised between a call and its accounting
+            _policy.park(op.src_fd, rest)
+        held = -1
         raise
     finally:
         _pipe_put(pipe, held == 0)
@@ -431,11 +468,22 @@ def _splice_via_pipe(op):
 
 def _write_all(op, view, field):
     """Deliver all of ``view`` to the destination (waits or raises when it would block)."""
+    sent0 = op.sent
+    box = []  # the count of every write (see _durable)
+    try:
+        _write_loop(op, view, field, box)
+    except BaseException:
+        _resync(op, sent0 + sum(box))
+        raise
+
+
+def _write_loop(op, view, field, box):
     done = 0
     total = len(view)
     while done < total:
         if op.dst_ep == EP_OBJECT:
             k = _policy.write_object(op.dst, view[done:])
+            box.append(k)
             op.sent += k
             if op.remaining > 0:
                 op.remaining -= k
@@ -446,7 +494,7 @@ def _write_all(op, view, field):
                 raise _policy.would_block(op.sent)
         else:
             try:
-                k = _calls.write(op.dst_fd, view[done:])
+                k = _durable(box, _calls.write, op.dst_fd, view[done:])
             except OSError as exc:
                 if op.error(exc):
                     op.wait(1)
@@ -482,6 +530,7 @@ def _stage_loop(op, peek):
     buffer = _buffer_get()
     view = memoryview(buffer)
     wrapper = _policy.socket_over(op.src_fd) if peek else None
+    got = []  # the count of the last read of a stream (see _durable)
     try:
         if op.pending:
             _send_pending(op)
@@ -499,6 +548,9 @@ def _stage_loop(op, peek):
                         k = _pread_into(op.src_fd, chunk, op.pos)
                     elif peek:
                         k = _calls.recv_into(wrapper, chunk, n, socket.MSG_PEEK)
+                    elif _HAVE_READV:
+                        del got[:]
+                        k = _durable(got, _calls.readv, op.src_fd, [chunk])
                     else:
                         k = _read_into(op.src_fd, chunk)
                 except OSError as exc:
@@ -513,6 +565,7 @@ def _stage_loop(op, peek):
             try:
                 _write_all(op, view[:k], "loop_bytes")
             finally:
+                del got[:]  # these bytes are now delivered, or parked just below
                 delivered = op.sent - before
                 if peek:
                     if delivered:
@@ -525,6 +578,10 @@ def _stage_loop(op, peek):
                     elif getattr(op.src, "seekable", None) and op.src.seekable():
                         op.src.seek(delivered - k, os.SEEK_CUR)
         return True
+    except BaseException:
+        if got and op.pos < 0 and not peek:  # a read whose count a raising handler hid
+            _policy.park(op.src_fd, view[: got[-1]])
+        raise
     finally:
         if wrapper is not None:
             wrapper.detach()
