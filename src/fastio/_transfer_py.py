@@ -68,13 +68,8 @@ def _durable(box, call, *args):
 
 def _resync(op, sent):
     """After an exception: ``sent`` is the truth; bring the derived fields in line."""
-    k = sent - op.sent
-    if k:
-        op.sent = sent
-        if op.remaining > 0:
-            op.remaining -= k
-        if op.pos >= 0:
-            op.pos += k
+    if sent != op.sent:
+        op.move(sent - op.sent)
 
 
 def _read_into(fd, chunk):
@@ -235,10 +230,19 @@ class _Op:
         r = self.remaining
         return limit if r < 0 or r > limit else r
 
-    def count(self, n, field, wanted):
-        """Counters of one system call that moved ``n`` bytes (the state is updated inline
-        before this call: a signal handler may raise at any Python call, and the progress
-        must already be recorded then)."""
+    def move(self, n):
+        """``n`` more bytes delivered: the progress, what is left, the source position."""
+        self.sent += n
+        if self.remaining > 0:
+            self.remaining -= n
+        if self.pos >= 0:
+            self.pos += n
+
+    def advance(self, n, field, wanted):
+        """One system call delivered ``n`` of ``wanted`` bytes: ``move`` and the counters.
+        (A signal handler that raises before this runs hides ``n``; every caller's except
+        path recovers the truth: ``_resync`` or ``_recover_progress``.)"""
+        self.move(n)
         _counters.syscalls += 1
         _counters.bytes += n
         setattr(_counters, field, getattr(_counters, field) + n)
@@ -284,11 +288,7 @@ def _recover_progress(op):
     except OSError:
         return
     if actual > op.pos:
-        k = actual - op.pos
-        op.sent += k
-        if op.remaining > 0:
-            op.remaining -= k
-        op.pos = actual
+        op.move(actual - op.pos)
 
 
 def _kernel_positioned(op, loop):
@@ -326,12 +326,7 @@ def _copy_file_range_loop(op):
             _counters.syscalls += 1
             # some filesystems copy nothing: let sendfile say whether it is EOF
             return op.sent != 0
-        op.sent += k
-        if op.remaining > 0:
-            op.remaining -= k
-        if op.pos >= 0:
-            op.pos += k
-        op.count(k, "copy_file_range_bytes", n)
+        op.advance(k, "copy_file_range_bytes", n)
     return True
 
 
@@ -358,12 +353,7 @@ def _sendfile_loop(op):
         if k == 0:  # the file ended early (it shrank): never spin
             _counters.syscalls += 1
             return True
-        op.sent += k
-        if op.remaining > 0:
-            op.remaining -= k
-        if op.pos >= 0:
-            op.pos += k
-        op.count(k, "sendfile_bytes", n)
+        op.advance(k, "sendfile_bytes", n)
     return True
 
 
@@ -395,12 +385,7 @@ def _splice_direct_loop(op, box):
         if k == 0:
             _counters.syscalls += 1
             return True
-        op.sent += k
-        if op.remaining > 0:
-            op.remaining -= k
-        if op.pos >= 0:
-            op.pos += k
-        op.count(k, "splice_bytes", k)
+        op.advance(k, "splice_bytes", k)
     return True
 
 
@@ -448,12 +433,7 @@ def _splice_via_pipe(op):
                     return False
                 raise _policy.with_progress(exc, op.sent) from None
             held -= k
-            op.sent += k
-            if op.remaining > 0:
-                op.remaining -= k
-            if op.pos >= 0:
-                op.pos += k
-            op.count(k, "splice_bytes", k + held)
+            op.advance(k, "splice_bytes", k + held)
         return True
     except BaseException:
         _resync(op, sent0 + sum(out))  # a handler may have raised before the accounting
@@ -484,12 +464,7 @@ def _write_loop(op, view, field, box):
         if op.dst_ep == EP_OBJECT:
             k = _policy.write_object(op.dst, view[done:])
             box.append(k)
-            op.sent += k
-            if op.remaining > 0:
-                op.remaining -= k
-            if op.pos >= 0:
-                op.pos += k
-            op.count(k, field, k)
+            op.advance(k, field, k)
             if done + k < total:
                 raise _policy.would_block(op.sent)
         else:
@@ -500,12 +475,7 @@ def _write_loop(op, view, field, box):
                     op.wait(1)
                     continue
                 raise _policy.with_progress(exc, op.sent) from None
-            op.sent += k
-            if op.remaining > 0:
-                op.remaining -= k
-            if op.pos >= 0:
-                op.pos += k
-            op.count(k, field, total - done)
+            op.advance(k, field, total - done)
         done += k
 
 
