@@ -20,7 +20,7 @@ import tempfile
 import threading
 
 from ._harness import ScenarioResult, Variant, compare, scenario, twin_variants
-from .transfer import _SINK, MiB, _cpu_line, _make_file, _note, _Sink
+from ._peers import SINK_SOURCE, MiB, Sink, cpu_line, make_file, target_note
 
 __all__ = ["frames", "pool_pairs", "relay_many", "sendfile_small"]
 
@@ -50,11 +50,11 @@ def sendfile_small(full=False):
     n = 20_000 if full else 2_000
     rounds = 7 if full else 3
     directory = tempfile.mkdtemp(prefix="fastio-bench-")
-    sink = _Sink()
+    sink = Sink()
     sock = sink.connect()
     sock.setblocking(False)
     try:
-        path = _make_file(directory, "4k.bin", 4096)
+        path = make_file(directory, "4k.bin", 4096)
         f = open(path, "rb")
 
         def with_fastio(twin):
@@ -88,7 +88,9 @@ def sendfile_small(full=False):
         per_op=n,
     )
     result.notes.append(
-        _note(results, "fastio (c)", "loop.sock_sendfile", 3.0, "aio.sendfile vs sock_sendfile")
+        target_note(
+            results, "fastio (c)", "loop.sock_sendfile", 3.0, "aio.sendfile vs sock_sendfile"
+        )
     )
     return result
 
@@ -121,13 +123,13 @@ for line in sys.stdin:
 """
 
 
-class _WideSink(_Sink):
+class _WideSink(Sink):
     """The transfer scenarios' sink with a listen backlog for 100 connections at once (a
     full backlog drops SYNs, and each drop costs a connect a one-second retransmit)."""
 
     def __init__(self):
         self.process = subprocess.Popen(
-            [sys.executable, "-c", _SINK.replace("backlog=64", "backlog=1024")],
+            [sys.executable, "-c", SINK_SOURCE.replace("backlog=64", "backlog=1024")],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -189,7 +191,7 @@ def relay_many(full=False):
     size = total // conns
     rounds = 3
     directory = tempfile.mkdtemp(prefix="fastio-bench-")
-    path = _make_file(directory, "src.bin", 16 * MiB)
+    path = make_file(directory, "src.bin", 16 * MiB)
     source = _Source(path)
     sink = _WideSink()
 
@@ -235,15 +237,17 @@ def relay_many(full=False):
         results,
     )
     result.notes += [
-        _note(results, "fastio (c)", "asyncio streams relay", 2.0, "aio.relay vs streams relay"),
-        _note(
+        target_note(
+            results, "fastio (c)", "asyncio streams relay", 2.0, "aio.relay vs streams relay"
+        ),
+        target_note(
             {label: _CpuOnly(r) for label, r in results.items()},
             "fastio (c)",
             "asyncio streams relay",
             2.0,
             "CPU time of this process (the relay's own cost; the peers run elsewhere)",
         ),
-        _cpu_line(results),
+        cpu_line(results),
     ]
     return result
 
@@ -338,7 +342,7 @@ def frames(full=False):
         shutil.rmtree(directory, ignore_errors=True)
     result = ScenarioResult("aio-frames", f"aio: {n} length-prefixed frames", results, per_op=n)
     result.notes.append(
-        _note(
+        target_note(
             results,
             "fastio (c)",
             "StreamReader.readexactly pairs",
@@ -408,6 +412,6 @@ def pool_pairs(full=False):
         "aio-pool", f"aio: pool acquire + release ({n} pairs per round)", results, per_op=n
     )
     result.notes.append(
-        _note(results, "fastio (c)", "asyncio.Queue pool", 3.0, "aio.Pool vs asyncio.Queue")
+        target_note(results, "fastio (c)", "asyncio.Queue pool", 3.0, "aio.Pool vs asyncio.Queue")
     )
     return result
